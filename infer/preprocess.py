@@ -1,0 +1,49 @@
+"""Preprocessing: the single source of truth, shared by training and inference.
+
+Training (``unetlite.train``) imports these functions so a model never sees pixels
+prepared differently from the ones it was trained on.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .contract import ModelContract
+
+_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST}
+
+
+def resize_image(rgb: np.ndarray, size: tuple[int, int], method: str = "linear") -> np.ndarray:
+    """Resize an HxWxC uint8 image to (height, width) with the contract's interpolation."""
+    height, width = size
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return cv2.resize(rgb, (width, height), interpolation=_INTERPOLATION[method])
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a label map; nearest-neighbour keeps label values exact."""
+    height, width = size
+    if mask.shape[:2] == (height, width):
+        return mask
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def to_float(rgb: np.ndarray, contract: ModelContract = ModelContract()) -> np.ndarray:
+    """uint8 RGB -> float32 model input (channel order and scale from the contract)."""
+    if contract.channel_order.upper() == "BGR":
+        rgb = rgb[..., ::-1]
+    out = rgb.astype(np.float32)
+    out *= np.float32(contract.scale)
+    return out
+
+
+def prepare(rgb: np.ndarray, contract: ModelContract = ModelContract(),
+            size: tuple[int, int] | None = None) -> np.ndarray:
+    """One RGB uint8 image -> float32 HxWx3 model input at ``size`` (default: the contract's)."""
+    return to_float(resize_image(rgb, size or contract.input_size, contract.resize), contract)
+
+
+def trimap_to_mask(trimap: np.ndarray) -> np.ndarray:
+    """Oxford-IIIT Pet trimap (1 pet, 2 background, 3 border) -> binary uint8 mask (pet = 1)."""
+    return (trimap == 1).astype(np.uint8)
