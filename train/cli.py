@@ -1,7 +1,73 @@
-"""PLACEHOLDER: `unetlite train` is being written; replace this whole module."""
+"""`unetlite train`: train the paper's U-Net on Oxford-IIIT Pet."""
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
+from pathlib import Path
 
-def register(sub) -> None:
-    p = sub.add_parser("train", help="(not yet implemented)")
-    p.set_defaults(run=lambda args: 2)
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the U-Net on Oxford-IIIT Pet (needs unetlite[train])",
+                       description="Train the reference U-Net (RMSprop + binary cross-entropy, strong "
+                                   "augmentation, best-only checkpoints) into a run folder.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="dataset root: Oxford layout (images/, annotations/trimaps/) "
+                                                "or flat layout (images/, trimaps/, trainval.txt, test.txt)")
+    src.add_argument("--download", type=Path, metavar="DIR",
+                     help="download and verify the official archives into DIR, then train on them")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/unet"), help="output folder (default: runs/unet)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3, help="RMSprop learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base-filters", type=int, default=8)
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--reduce-lr-patience", type=int, default=10,
+                   help="halve the learning rate after N epochs without val_loss progress (0: constant LR)")
+    p.add_argument("--no-augment", action="store_true", help="disable augmentation")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
+    p.add_argument("--max-train", type=int, help="use at most N training images")
+    p.add_argument("--max-val", type=int, help="use at most N validation images")
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--download-only", action="store_true", help="with --download: fetch and stop")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetlite.infer.cli import require_tensorflow
+    if not args.download_only:
+        require_tensorflow("train")
+    data = args.data
+    if args.download:
+        from .download import DownloadError, download
+        try:
+            data = download(args.download)
+        except DownloadError as exc:
+            print(f"unetlite train: {exc}", file=sys.stderr)
+            return 1
+        if args.download_only:
+            print(f"dataset ready in {data}")
+            return 0
+
+    from .loop import TrainConfig, train
+    from .model import UNetConfig
+    try:
+        model = UNetConfig(args.base_filters, args.depth, args.input_size)
+        cfg = TrainConfig(data=data, run_dir=args.run_dir, model=model, epochs=args.epochs,
+                          batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                          augment=not args.no_augment, resume=args.resume, max_train=args.max_train,
+                          max_val=args.max_val, steps_per_epoch=args.steps_per_epoch,
+                          reduce_lr_patience=args.reduce_lr_patience)
+        summary = train(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"unetlite train: {exc}", file=sys.stderr)
+        return 2
+    best = summary.get("best", {})
+    print(f"run folder {args.run_dir}: {summary.get('epochs_done', 0)} epochs, best epoch {best.get('epoch')} "
+          f"val_loss {best.get('val_loss')} val_iou {best.get('val_iou')} "
+          f"val_pixel_accuracy {best.get('val_pixel_accuracy')}")
+    return 0

@@ -1,0 +1,44 @@
+"""Training metrics (Keras). Numpy versions for evaluation live in unetlite.infer.metrics."""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="unetlite")
+class ForegroundIoU(keras.metrics.Metric):
+    """Mean per-image foreground IoU of the thresholded prediction.
+
+    Semantics of the reference seed: threshold 0.5, and an image whose union is
+    empty (no foreground predicted nor present) scores 1.0.
+    """
+
+    def __init__(self, threshold: float = 0.5, name: str = "iou", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.threshold = threshold
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        true = ops.cast(y_true >= 0.5, "float32")
+        pred = ops.cast(y_pred >= self.threshold, "float32")
+        axes = tuple(range(1, len(true.shape)))
+        intersection = ops.sum(true * pred, axis=axes)
+        union = ops.sum(ops.maximum(true, pred), axis=axes)
+        iou = ops.where(union > 0, intersection / ops.maximum(union, 1.0), ops.ones_like(union))
+        self.total.assign_add(ops.sum(iou))
+        self.count.assign_add(ops.cast(ops.shape(iou)[0], "float32"))
+
+    def result(self):
+        return ops.where(self.count > 0, self.total / ops.maximum(self.count, 1.0), 0.0)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+def training_metrics() -> list[keras.metrics.Metric]:
+    return [ForegroundIoU(name="iou"), keras.metrics.BinaryAccuracy(name="pixel_accuracy")]
