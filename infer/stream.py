@@ -1,0 +1,296 @@
+"""Frame sources for ``unetlite video``: opening files, cameras and URLs, and reader threads.
+
+Decoding runs in a thread so it overlaps inference (OpenCV releases the GIL while it
+decodes). Files go through a small bounded queue so every frame is processed; live
+sources go through a one-slot buffer that always holds the newest frame, so a slow
+model drops stale frames instead of falling further and further behind the camera.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from . import imageio  # noqa: F401  (sets OpenCV's own log level to errors only)
+
+log = logging.getLogger(__name__)
+
+FALLBACK_FPS = 25.0
+URL_OPEN_TIMEOUT_MS = 10_000
+
+Frame = tuple[int, np.ndarray]  # (index in the source, BGR uint8 image)
+
+
+class SourceError(Exception):
+    """A video source cannot be opened or decoded; ``str()`` is one line naming it."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+def is_camera(spec: str) -> bool:
+    """'0', '1', ...: a camera index."""
+    return spec.strip().isdigit()
+
+
+def is_url(spec: str) -> bool:
+    """rtsp://, http(s)://, udp://...: a network stream (file:// is a file)."""
+    scheme, sep, _ = spec.partition("://")
+    return bool(sep) and scheme.isalpha() and scheme.lower() != "file"
+
+
+def is_live(spec: str) -> bool:
+    """Cameras and network streams run in real time by default; files do not."""
+    return is_camera(spec) or is_url(spec)
+
+
+def open_source(spec: str) -> cv2.VideoCapture:
+    """Open a video file, camera index or URL; raises SourceError when it cannot be read."""
+    if is_camera(spec):
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # probing backends logs errors
+        try:
+            cap = cv2.VideoCapture(int(spec))
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+        if cap.isOpened():
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # ask the driver not to queue old frames (best effort)
+        what = f"camera {spec}"
+    elif is_url(spec):
+        cap = cv2.VideoCapture(spec, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_OPEN_TIMEOUT_MS,
+                                                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, URL_OPEN_TIMEOUT_MS])
+        what = "stream"
+    else:
+        path = Path(spec.removeprefix("file://"))
+        if not path.exists():
+            raise SourceError(spec, "no such file (nor a camera index or URL)")
+        if path.is_dir():
+            raise SourceError(spec, "is a folder, not a video")
+        if not os.access(path, os.R_OK):
+            raise SourceError(spec, "permission denied")
+        cap = cv2.VideoCapture(str(path))
+        what = "file"
+    if not cap.isOpened():
+        cap.release()
+        if what == "file":
+            raise SourceError(spec, "cannot be opened as a video (not a video, unsupported codec or corrupt)")
+        raise SourceError(spec, f"cannot open {what}")
+    return cap
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the source says about itself; fps falls back to 25 when it reports none."""
+
+    fps: float
+    width: int
+    height: int
+    frame_count: int  # 0 when unknown (cameras, streams)
+
+    @classmethod
+    def of(cls, cap: cv2.VideoCapture) -> "SourceInfo":
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+            log.info("source reports fps %r; using %g", fps, FALLBACK_FPS)
+            fps = FALLBACK_FPS
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        return cls(fps=fps, width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                   height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                   frame_count=int(count) if math.isfinite(count) and count > 0 else 0)
+
+
+class FrameReader:
+    """Base of the reader threads: decodes ``capture`` in the background until it ends,
+    ``limit`` frames are read, or ``close()``. Iterate it to get ``(index, bgr)`` frames."""
+
+    def __init__(self, capture: cv2.VideoCapture, limit: int | None = None, pace_fps: float | None = None,
+                 name: str = "video"):
+        self.capture = capture
+        self.name = name                  # the source, for error messages
+        self.limit = limit
+        self.pace_fps = pace_fps          # read no faster than this (simulates a camera from a file)
+        self._decoded = 0
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"unetlite-{type(self).__name__}", daemon=True)
+
+    def start(self) -> "FrameReader":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        index = 0
+        try:
+            while not self._stop.is_set() and (self.limit is None or index < self.limit):
+                ok, frame = self.capture.read()
+                if not ok:
+                    break
+                self._decoded += 1
+                self._publish((index, frame))
+                index += 1
+                if self.pace_fps:
+                    delay = start + index / self.pace_fps - time.perf_counter()
+                    if delay > 0:
+                        self._stop.wait(delay)
+        except Exception as exc:  # a decoder error ends the stream; the consumer re-raises it
+            self.error = exc
+        finally:
+            self._finish()
+
+    @property
+    def frames_read(self) -> int:
+        """Frames decoded from the source."""
+        return self._decoded
+
+    def _publish(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def read(self) -> Frame | None:
+        """The next frame to process, or None when the source has ended."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.read()) is not None:
+            yield frame
+        if self.error is not None:
+            raise SourceError(self.name, f"decoding failed: {self.error}")
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread and wait for it (the capture stays open; its owner releases it, but
+        only once ``running`` is False: a stalled camera or stream can keep read() blocked)."""
+        self._stop.set()
+        self._unblock()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s: the reader is still blocked in a read; leaving it to exit with the process",
+                            self.name)
+
+    def _unblock(self) -> None:
+        pass
+
+    def __enter__(self) -> "FrameReader":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class QueuedFrameReader(FrameReader):
+    """Every frame, in order, through a bounded queue: decoding runs ahead by at most
+    ``maxsize`` frames, so memory stays small whatever the file's length."""
+
+    _END = None
+
+    def __init__(self, capture: cv2.VideoCapture, limit: int | None = None, maxsize: int = 4,
+                 pace_fps: float | None = None, name: str = "video"):
+        super().__init__(capture, limit, pace_fps, name)
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=maxsize)
+        self._discarded = 0
+
+    def _put(self, item: Frame | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _publish(self, frame: Frame) -> None:
+        self._put(frame)
+
+    def _finish(self) -> None:
+        self._put(self._END)
+
+    def read(self) -> Frame | None:
+        if self._stop.is_set():
+            return None
+        return self._queue.get()
+
+    def _unblock(self) -> None:
+        while True:  # let a blocked put() return; read-ahead frames were never used
+            try:
+                if self._queue.get_nowait() is not self._END:
+                    self._discarded += 1
+            except queue.Empty:
+                return
+
+    def close(self, timeout: float = 5.0) -> None:
+        super().close(timeout)
+        self._unblock()
+
+    @property
+    def frames_read(self) -> int:
+        """Frames handed to the consumer (decoded read-ahead that was thrown away is not counted)."""
+        return self._decoded - self._discarded
+
+
+class LatestFrameReader(FrameReader):
+    """Real-time reading: the grabber keeps decoding and holds only the newest frame.
+
+    A frame replaced before anyone took it is counted in ``dropped``; ``read()`` returns
+    the newest frame not yet returned (so indices are strictly increasing) and blocks
+    until there is one. The buffer is a single slot: memory never grows with lag.
+    """
+
+    def __init__(self, capture: cv2.VideoCapture, limit: int | None = None, pace_fps: float | None = None,
+                 name: str = "video"):
+        super().__init__(capture, limit, pace_fps, name)
+        self._cond = threading.Condition()
+        self._slot: Frame | None = None
+        self._ended = False
+
+    @property
+    def buffered(self) -> int:
+        """Frames waiting in the buffer: 0 or 1."""
+        return int(self._slot is not None)
+
+    def _publish(self, frame: Frame) -> None:
+        with self._cond:
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = frame
+            self._cond.notify()
+
+    def _finish(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def read(self) -> Frame | None:
+        with self._cond:
+            while self._slot is None and not self._ended and not self._stop.is_set():
+                self._cond.wait()
+            frame, self._slot = self._slot, None
+            return frame
+
+    def _unblock(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 5.0) -> None:
+        super().close(timeout)
+        with self._cond:  # a frame read but never processed counts as dropped
+            if self._slot is not None:
+                self.dropped += 1
+                self._slot = None
