@@ -27,6 +27,12 @@ class AugmentConfig:
     contrast: float = 0.2              # multiplicative, 1 +/- c
 
 
+# For fine-tuning a model that has started to memorise its few training images.
+STRONG = AugmentConfig(rotation_deg=25.0, scale=(0.7, 1.3), shift=0.12, elastic=0.7, elastic_std_px=8.0,
+                       brightness=0.25, contrast=0.3)
+PRESETS = {"standard": AugmentConfig(), "strong": STRONG, "none": None}
+
+
 @lru_cache(maxsize=4)
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)

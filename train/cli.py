@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--reduce-lr-patience", type=int, default=10,
                    help="halve the learning rate after N epochs without val_loss progress (0: constant LR)")
-    p.add_argument("--no-augment", action="store_true", help="disable augmentation")
+    p.add_argument("--augment", choices=("standard", "strong", "none"), default="standard",
+                   help="augmentation preset (default: standard; strong: wider ranges, for fine-tuning)")
+    p.add_argument("--init-from", type=Path, metavar="CKPT",
+                   help="start from a trained .keras model (fine-tuning; fresh optimizer, new run folder)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
     p.add_argument("--max-train", type=int, help="use at most N training images")
     p.add_argument("--max-val", type=int, help="use at most N validation images")
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         model = UNetConfig(args.base_filters, args.depth, args.input_size)
         cfg = TrainConfig(data=data, run_dir=args.run_dir, model=model, epochs=args.epochs,
                           batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                          augment=not args.no_augment, resume=args.resume, max_train=args.max_train,
+                          augment=args.augment, init_from=args.init_from, resume=args.resume, max_train=args.max_train,
                           max_val=args.max_val, steps_per_epoch=args.steps_per_epoch,
                           reduce_lr_patience=args.reduce_lr_patience)
         summary = train(cfg)

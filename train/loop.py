@@ -15,7 +15,7 @@ import numpy as np
 from unetlite.infer.contract import ModelContract
 from unetlite.infer.preprocess import to_float
 
-from .augment import AugmentConfig
+from .augment import PRESETS
 from .data import Arrays, load_arrays, make_dataset, split_pairs
 from .metrics import training_metrics
 from .model import UNetConfig, build_unet
@@ -36,7 +36,8 @@ class TrainConfig:
     learning_rate: float = 1e-3          # RMSprop's default, as in the paper
     seed: int = 0
     val_fraction: float = 0.05           # used only when the data has no official split
-    augment: bool = True
+    augment: str = "standard"            # a preset of augment.PRESETS: standard, strong or none
+    init_from: Path | None = None        # start from these weights (fine-tuning), with a fresh optimizer
     resume: bool = False
     max_train: int | None = None         # cap the number of training images (quick runs, tests)
     max_val: int | None = None
@@ -98,7 +99,7 @@ def train(cfg: TrainConfig) -> dict:
              len(val_arrays), len(train_arrays.failed) + len(val_arrays.failed))
 
     train_ds = make_dataset(train_arrays, cfg.batch_size, training=True, seed=cfg.seed,
-                            augment=AugmentConfig() if cfg.augment else None, contract=contract)
+                            augment=PRESETS[cfg.augment], contract=contract)
     val_ds = make_dataset(val_arrays, cfg.batch_size, training=False, contract=contract)
     steps = cfg.steps_per_epoch or math.ceil(len(train_arrays) / cfg.batch_size)
 
@@ -115,7 +116,14 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.resume:
             log.warning("nothing to resume in %s: starting a new run", cfg.run_dir)
         rows, initial_epoch = [], 0
-        model = build_unet(cfg.model)
+        if cfg.init_from:
+            model = keras.models.load_model(cfg.init_from, compile=False)
+            if tuple(model.input_shape[1:3]) != size:
+                raise ValueError(f"{cfg.init_from}: input size {model.input_shape[1:3]} differs from --input-size {size}")
+            summary["init_from"] = str(cfg.init_from)
+            log.info("starting from the weights of %s", cfg.init_from)
+        else:
+            model = build_unet(cfg.model)
         model.compile(optimizer=keras.optimizers.RMSprop(cfg.learning_rate), loss="binary_crossentropy",
                       metrics=training_metrics())
     summary["parameters"] = model.count_params()
