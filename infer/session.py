@@ -128,13 +128,14 @@ class Segmenter:
             return []
         batch = np.stack([prepare(img, self.contract) for img in images])
         probs = self.run(batch)
-        return [Segmentation(_to_size(p, img.shape[:2]), thr) for p, img in zip(probs, images)]
+        return [Segmentation(resize_probability(p, img.shape[:2]), thr) for p, img in zip(probs, images)]
 
     def __call__(self, image: np.ndarray, tile: bool = False, threshold: float | None = None) -> Segmentation:
         return self.predict([image], tile=tile, threshold=threshold)[0]
 
 
-def _to_size(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Model-resolution probability map -> (height, width) with bilinear interpolation."""
     height, width = size
     if prob.shape == (height, width):
         return prob
