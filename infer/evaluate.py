@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
+from .cliargs import add_engine_arguments, open_segmenter, positive_int
 from .metrics import confusion, iou_from_counts
 
 if TYPE_CHECKING:  # the CLI imports this module for argparse only: keep cv2 out until run()
@@ -190,12 +191,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --images: names to score, one per line (extra columns ignored); default: all")
     p.add_argument("--split", default="test", help="with --data: list to use, e.g. test or trainval (default: test; "
                                                    "all images when the list file is absent)")
-    p.add_argument("--model", type=Path, help="ONNX model (default: the bundled one)")
-    p.add_argument("--providers", default="auto", help="auto, cpu, cuda or onnxruntime provider names (default: auto)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: CPU count)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per inference call (default: 8)")
+    add_engine_arguments(p)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per inference call (default: 8)")
     p.add_argument("--tile", action="store_true", help="segment at native resolution with overlapping tiles")
-    p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N pairs")
     p.add_argument("--json", action="store_true", help=f"print one JSON object with keys {', '.join(SUMMARY_KEYS)}")
     p.add_argument("--per-image", type=Path, metavar="FILE", help=f"write a CSV: {', '.join(CSV_FIELDS)}")
@@ -218,11 +216,6 @@ def _pairs_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .session import ModelLoadError, Segmenter
-
-    if args.batch_size < 1:
-        print("unetlite eval: --batch-size must be >= 1", file=sys.stderr)
-        return 2
     try:
         pairs = _pairs_from_args(args)
     except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
@@ -235,11 +228,8 @@ def run(args: argparse.Namespace) -> int:
         where = args.data if args.data is not None else f"{args.images} + {args.trimaps}"
         print(f"unetlite eval: no image/trimap pairs found in {where}", file=sys.stderr)
         return 2
-    try:
-        # decoding runs in background threads on the same cores: no busy-waiting
-        segmenter = Segmenter(args.model, providers=args.providers, threads=args.threads, spin=False)
-    except ModelLoadError as exc:
-        print(f"unetlite eval: {exc}", file=sys.stderr)
+    segmenter = open_segmenter(args, "eval")
+    if segmenter is None:
         return 2
     result = evaluate(segmenter, pairs, batch_size=args.batch_size, tile=args.tile, threshold=args.threshold,
                       progress=not (args.no_progress or args.json))

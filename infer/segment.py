@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cliargs import add_engine_arguments, open_segmenter, positive_int
 from .imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, write_atomic, write_image
 from .outputs import FORMATS, render
 
@@ -189,33 +190,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mask: 0/255 PNG (default); cutout: RGBA PNG with transparent background; overlay: "
                         "colour overlay JPEG; prob: 8-bit probability PNG; side-by-side: image | mask | image*mask")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
-    p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per inference call (default: 4)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per inference call (default: 4)")
     p.add_argument("--tile", action="store_true", help="segment at native resolution with overlapping tiles")
     p.add_argument("--overwrite", action="store_true", help="redo images whose output already exists")
-    p.add_argument("--model", type=Path, help="ONNX model (default: the bundled one)")
-    p.add_argument("--providers", default="auto", help="auto (CUDA then CPU), cpu, cuda, or onnxruntime names")
-    p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    add_engine_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .session import ModelLoadError, Segmenter
-
-    if args.batch_size < 1:
-        print("unetlite segment: --batch-size must be at least 1", file=sys.stderr)
-        return 2
     jobs, missing = collect_jobs(args.inputs, args.output, args.fmt, args.recursive)
     for spec in missing:
         print(f"unetlite segment: {spec}: no such file, folder or matching glob", file=sys.stderr)
     if not jobs:
         print("unetlite segment: no input images found", file=sys.stderr)
         return 2
-    try:
-        segmenter = Segmenter(args.model, providers=args.providers, threads=args.threads, spin=False)
-    except ModelLoadError as exc:
-        print(f"unetlite segment: {exc}", file=sys.stderr)
+    segmenter = open_segmenter(args, "segment")
+    if segmenter is None:
         return 2
     summary = segment_jobs(segmenter, jobs, args.fmt, args.batch_size, args.tile, args.threshold,
                            args.overwrite, progress=not args.no_progress)

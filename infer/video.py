@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from . import outputs
+from .cliargs import add_engine_arguments, open_segmenter, positive_int
 from .preprocess import prepare
 from .stream import (FrameReader, LatestFrameReader, QueuedFrameReader, SourceError, SourceInfo, is_live,
                      open_source)
@@ -377,12 +378,6 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
-    return int(text)
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "video", help="segment a video file, camera or stream",
@@ -400,21 +395,16 @@ def register(sub) -> None:
                    help="background colour for --format cutout (default 0,255,0)")
     p.add_argument("--smooth", type=_alpha, default=0.0, metavar="ALPHA",
                    help="temporal smoothing of the probability map against flicker, 0 (off) to <1 (default 0)")
-    p.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
-    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N segmented frames")
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N segmented frames")
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="real-time mode, dropping stale frames (default: on for cameras and URLs, off for files; "
                         "a file read live is paced at its own fps)")
-    p.add_argument("--model", help="ONNX model (default: the bundled one)")
-    p.add_argument("--providers", default="auto", help="auto (CUDA then CPU), cpu, cuda, or onnxruntime names")
-    p.add_argument("--threads", type=_positive_int, help="onnxruntime threads (default: all cores)")
+    add_engine_arguments(p)
     p.add_argument("--fourcc", help="codec four-character code (default: mp4v, or XVID for .avi)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .session import ModelLoadError, Segmenter
-
     def fail(message: str) -> int:
         print(f"unetlite video: {message}", file=sys.stderr)
         return 2
@@ -447,11 +437,10 @@ def run(args: argparse.Namespace) -> int:
             and args.output.resolve() == Path(args.source).resolve():
         capture.release()
         return fail(f"{args.output}: is the input; choose another output name")
-    try:
-        segmenter = Segmenter(args.model, providers=args.providers, threads=args.threads, spin=False)
-    except ModelLoadError as exc:
+    segmenter = open_segmenter(args, "video")
+    if segmenter is None:
         capture.release()
-        return fail(str(exc))
+        return 2
     options = VideoOptions(fmt=args.fmt, background=args.background, smooth=args.smooth, threshold=args.threshold,
                            max_frames=args.max_frames, live=args.live, fourcc=args.fourcc)
     display = None
