@@ -50,16 +50,31 @@ def attach_contract(onnx_model: onnx.ModelProto, contract: ModelContract) -> onn
     return onnx_model
 
 
-def contract_for(model, dynamic_size: bool = False, **overrides) -> ModelContract:
-    """The contract of a Keras U-Net built by unetlite.train (depth read from its pool layers)."""
+def pool_depth(onnx_model: onnx.ModelProto) -> int:
+    """Number of 2x2 pooling steps in the converted graph (a SavedModel wrapper hides its layers)."""
+    return sum(1 for node in onnx_model.graph.node if node.op_type == "MaxPool")
+
+
+def contract_for(model, dynamic_size: bool = False, depth: int | None = None, **overrides) -> ModelContract:
+    """The contract of a Keras U-Net built by unetlite.train (depth read from its pool layers
+    unless given)."""
     _, height, width, _ = model.input_shape
-    depth = sum(1 for layer in model.layers if "MaxPooling" in type(layer).__name__)
+    if depth is None:
+        depth = sum(1 for layer in model.layers if "MaxPooling" in type(layer).__name__)
     base = ModelContract()
     return replace(base, input_height=height or base.input_height, input_width=width or base.input_width,
                    size_multiple=2 ** depth, dynamic_size=dynamic_size,
                    version=package_version(),
                    export_date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    **overrides)
+
+
+def convert(model, dynamic_size: bool = False, opset: int = DEFAULT_OPSET,
+            **contract_fields) -> tuple[onnx.ModelProto, ModelContract]:
+    """Convert in memory and attach the contract; nothing is written (the caller checks parity first)."""
+    onnx_model = to_onnx_model(model, dynamic_size, opset)
+    contract = contract_for(model, dynamic_size=dynamic_size, depth=pool_depth(onnx_model), **contract_fields)
+    return attach_contract(onnx_model, contract), contract
 
 
 def save_onnx(onnx_model: onnx.ModelProto, path: str | os.PathLike) -> Path:
@@ -71,8 +86,7 @@ def save_onnx(onnx_model: onnx.ModelProto, path: str | os.PathLike) -> Path:
 def export_onnx(model, output: str | os.PathLike, dynamic_size: bool = False, opset: int = DEFAULT_OPSET,
                 **contract_fields) -> tuple[onnx.ModelProto, ModelContract]:
     """Convert ``model`` and write it to ``output`` with its contract. No parity check here."""
-    contract = contract_for(model, dynamic_size=dynamic_size, **contract_fields)
-    onnx_model = attach_contract(to_onnx_model(model, dynamic_size, opset), contract)
+    onnx_model, contract = convert(model, dynamic_size, opset, **contract_fields)
     save_onnx(onnx_model, output)
     log.info("wrote %s", output)
     return onnx_model, contract

@@ -31,7 +31,7 @@ class MissingTensorFlow(SystemExit):
 
 def require_tensorflow(command: str) -> None:
     """Fail with an install hint, not a traceback, when TensorFlow is missing."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         import tensorflow  # noqa: F401
         import tf2onnx  # noqa: F401

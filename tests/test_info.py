@@ -1,0 +1,102 @@
+"""`unetlite info`: contract, shapes, opset, parameter count; errors; no TensorFlow; no-onnx fallback."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from conftest import PETS, pet_names
+from unetlite.infer.cli import main
+from unetlite.infer.session import Segmenter
+
+
+def _info(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["info", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def int8_model(tiny_onnx, tmp_path_factory) -> Path:
+    from unetlite.export.parity import read_images
+    from unetlite.export.quantize import quantize_int8
+
+    images = read_images([PETS / "images" / f"{n}.jpg" for n in pet_names("trainval")[::40]])
+    return quantize_int8(tiny_onnx, tmp_path_factory.mktemp("int8") / "tiny.int8.onnx", images)
+
+
+def test_info_text_and_json(tiny_keras, tiny_onnx, capsys):
+    model, _ = tiny_keras
+    contract = Segmenter(tiny_onnx, providers="cpu").contract
+
+    code, out, err = _info(capsys, tiny_onnx)
+    assert code == 0, err
+    assert f"parameters  {model.count_params():,}" in out
+    assert "opset       17" in out
+    assert "input       image  float  [?, ?, ?, 3]" in out
+    assert "output      probability  float  [?, ?, ?, 1]" in out
+    assert "dynamic_size    True" in out and "size_multiple   8" in out
+    assert f"training_data   {contract.training_data}" in out
+    assert f"({tiny_onnx.stat().st_size / 1e6:.2f} MB)" in out
+
+    code, out, err = _info(capsys, tiny_onnx, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["parameters"] == model.count_params()
+    assert data["opset"] == 17 and data["file_bytes"] == tiny_onnx.stat().st_size
+    assert data["contract"] == json.loads(json.dumps(asdict(contract)))
+    assert [i["name"] for i in data["inputs"]] == ["image"] and data["inputs"][0]["shape"][3] == 3
+    assert data["op_counts"]["Conv"] == 15 and data["unavailable"] == []
+
+
+def test_int8_counts_the_same_parameters(tiny_keras, int8_model, capsys):
+    code, out, err = _info(capsys, int8_model, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["parameters"] == tiny_keras[0].count_params()  # scales and zero points are not parameters
+    assert data["contract"]["quantization"] == "int8-qdq"
+    assert data["op_counts"]["QuantizeLinear"] > 0
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "text", "jpeg"])
+def test_bad_files_one_line_error(kind, tmp_path, capsys):
+    path = {"missing": tmp_path / "nope.onnx", "directory": tmp_path, "text": tmp_path / "notes.onnx",
+            "jpeg": tmp_path / "photo.onnx"}[kind]
+    if kind == "text":
+        path.write_text("not a model\n" * 20)
+    elif kind == "jpeg":
+        path.write_bytes((PETS / "images" / f"{pet_names('test', 1)[0]}.jpg").read_bytes())
+    code, out, err = _info(capsys, path)
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and str(path) in err and "Traceback" not in err
+
+
+_SUBPROCESS = """
+import json, sys
+if sys.argv[2] == "no-onnx":
+    sys.modules["onnx"] = None  # import onnx -> ImportError, as on a machine without it
+from unetlite.infer.cli import main
+code = main(["info", sys.argv[1]])
+print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["onnx", "no-onnx"])
+def test_info_needs_no_tensorflow_and_falls_back_without_onnx(tiny_onnx, mode):
+    result = subprocess.run([sys.executable, "-c", _SUBPROCESS, str(tiny_onnx), mode],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    *text, status = result.stdout.strip().splitlines()
+    status = json.loads(status)
+    assert status == {"code": 0, "tensorflow": False, "keras": False}
+    text = "\n".join(text)
+    assert "input       image  float  [?, ?, ?, 3]" in text and "size_multiple   8" in text
+    if mode == "no-onnx":
+        assert "opset       unavailable (install onnx)" in text
+        assert "parameters  unavailable (install onnx)" in text
+    else:
+        assert "opset       17" in text
