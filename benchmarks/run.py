@@ -21,7 +21,7 @@ from unetlite.infer.session import ModelLoadError
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("UNETLITE_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_MODEL = REPO / "infer" / "models" / "unet_pets.onnx"
-DEFAULT_KERAS = REPO / "runs" / "pets" / "best.keras"
+DEFAULT_KERAS = REPO / "benchmarks" / "model" / "unet_pets.keras"
 DEFAULT_VIDEO = SHARED_DATA / "video" / "vtest_people_768x576.mp4"
 
 # name -> (report value, comparison, target): what the README promises
