@@ -213,5 +213,6 @@ def run(args: argparse.Namespace) -> int:
     summary.failed += [(spec, "no such file, folder or matching glob") for spec in missing]
     if summary.failed:
         write_failures(args.output / "failures.csv", summary.failed)
-    print(f"{summary.line()} -> {args.output}" + (f"; see {args.output / 'failures.csv'}" if summary.failed else ""))
+    print(f"{summary.line()} on {segmenter.provider} -> {args.output}"
+          + (f"; see {args.output / 'failures.csv'}" if summary.failed else ""))
     return 1 if summary.failed else 0
