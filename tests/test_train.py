@@ -136,8 +136,8 @@ def test_short_training_run_lowers_loss_and_writes_artifacts(tmp_path):
     run = cfg.run_dir
     for name in ("best.keras", "last.keras", "log.csv", "curves.png", "run.json"):
         assert (run / name).is_file(), name
-    assert sorted(p.name for p in (run / "predictions").iterdir()) == [f"epoch_00{i}.jpg" for i in range(1, 5)]
-    grid = cv2.imread(str(run / "predictions" / "epoch_004.jpg"))
+    assert sorted(p.name for p in (run / "predictions").iterdir()) == [f"epoch_00{i}.png" for i in range(1, 5)]
+    grid = cv2.imread(str(run / "predictions" / "epoch_004.png"))
     assert grid.shape == (4 * 64, 3 * 64, 3)  # 4 rows of image | mask | image*mask
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]

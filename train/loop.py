@@ -72,7 +72,7 @@ class RunArtifacts(keras.callbacks.Callback):
         if len(self.preview):
             x = np.stack([to_float(img) for img in self.preview.images])
             probs = self.model.predict_on_batch(x)[..., 0]
-            save_prediction_grid(run_dir / "predictions" / f"epoch_{epoch + 1:03d}.jpg", self.preview.images, probs)
+            save_prediction_grid(run_dir / "predictions" / f"epoch_{epoch + 1:03d}.png", self.preview.images, probs)
         (run_dir / RUN).write_text(json.dumps(self.summary, indent=2, default=str))
 
 

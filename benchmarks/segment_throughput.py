@@ -1,0 +1,67 @@
+"""Is `unetlite segment` close to pure inference speed? One command, JSON out:
+
+    python benchmarks/segment_throughput.py --out benchmarks/segment_throughput.json
+
+Times, alternately, (a) the whole segment pipeline (decode, resize, infer, resize back,
+threshold, PNG encode, atomic write) over a folder of JPEGs and (b) pure inference
+(`Segmenter.run`) on the same images already decoded and prepared, with the same
+batch size and the same session. Target: (a) within 15% of (b).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from unetlite.infer.imageio import read_image, write_atomic
+from unetlite.infer.preprocess import prepare
+from unetlite.infer.segment import collect_jobs, segment_jobs
+from unetlite.infer.session import Segmenter
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = Path(os.environ.get("UNETLITE_SHARED_DATA", REPO.parent / "shared" / "data")) / "oxford_pets" / "images"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of JPEGs")
+    p.add_argument("--model", type=Path, help="ONNX model (default: the bundled one)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    segmenter = Segmenter(args.model, providers="cpu", spin=False)  # as `unetlite segment` runs it
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs, _ = collect_jobs([str(args.images)], Path(tmp), "mask")
+        prepared = np.stack([prepare(read_image(j.source), segmenter.contract) for j in jobs])
+        segmenter.run(prepared[: args.batch_size])  # warm-up
+        pipeline, pure = [], []
+        for _ in range(args.repeats):
+            summary = segment_jobs(segmenter, jobs, "mask", args.batch_size, overwrite=True, progress=False)
+            assert summary.done == len(jobs) and not summary.failed, summary.line()
+            pipeline.append(summary.images_per_second)
+            start = time.perf_counter()
+            for i in range(0, len(prepared), args.batch_size):
+                segmenter.run(prepared[i:i + args.batch_size])
+            pure.append(len(prepared) / (time.perf_counter() - start))
+    result = {"images": len(jobs), "batch_size": args.batch_size, "provider": segmenter.provider,
+              "segment_images_per_s": statistics.median(pipeline), "pure_inference_images_per_s": statistics.median(pure),
+              "runs": {"segment": pipeline, "pure_inference": pure}}
+    result["segment_vs_pure"] = result["segment_images_per_s"] / result["pure_inference_images_per_s"]
+    result["target"] = {"want": ">= 0.85", "met": result["segment_vs_pure"] >= 0.85}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        write_atomic(args.out, text.encode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
