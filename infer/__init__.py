@@ -2,7 +2,8 @@
 from .contract import ModelContract
 from .imageio import ImageReadError, read_image
 from .preprocess import prepare, trimap_to_mask
-from .session import ModelLoadError, Segmentation, Segmenter, default_model_path
+from .postprocess import Segmentation, postprocess
+from .session import ModelLoadError, Segmenter, default_model_path
 
 __all__ = ["ModelContract", "ImageReadError", "read_image", "prepare", "trimap_to_mask",
-           "ModelLoadError", "Segmentation", "Segmenter", "default_model_path"]
+           "ModelLoadError", "Segmentation", "postprocess", "Segmenter", "default_model_path"]

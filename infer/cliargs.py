@@ -12,13 +12,44 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def probability(text: str) -> float:
+    """A threshold: a finite number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number between 0 and 1")
+    return value
+
+
+def pixel_count(text: str) -> int:
+    """--max-pixels: a positive integer, optionally with an M suffix (megapixels)."""
+    raw = text.strip().upper()
+    try:
+        value = int(float(raw[:-1]) * 1_000_000) if raw.endswith("M") else int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive pixel count such as 100000000 or 100M")
+    return value
+
+
+def add_limit_argument(parser: argparse.ArgumentParser) -> None:
+    """--max-pixels, shared by every command that decodes untrusted images."""
+    from .imageio import DEFAULT_MAX_PIXELS
+    parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help=f"refuse images whose header claims more pixels (default: "
+                             f"{DEFAULT_MAX_PIXELS // 1_000_000}M)")
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --providers, --threads, --threshold."""
     parser.add_argument("--model", type=Path, help="ONNX model (default: the bundled one)")
     parser.add_argument("--providers", default="auto",
                         help="auto (CUDA then CPU), cpu, cuda, or onnxruntime provider names (default: auto)")
     parser.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (default: all cores)")
-    parser.add_argument("--threshold", type=float, help="probability threshold (default: the model's)")
+    parser.add_argument("--threshold", type=probability, help="probability threshold (default: the model's)")
 
 
 def open_segmenter(args: argparse.Namespace, command: str):

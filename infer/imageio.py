@@ -11,6 +11,8 @@ import numpy as np
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
                               ".ppm", ".pgm", ".pbm", ".jp2", ".jpe"})
 
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above any real photo, far below a decompression bomb
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -26,6 +28,10 @@ class ImageReadError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ImageTooLarge(ImageReadError):
+    """The image's header claims more pixels than the limit; refused before decoding."""
+
+
 def _check_complete(path: str | os.PathLike, data: bytes) -> None:
     """Catch truncated JPEG/PNG files, which OpenCV decodes silently as half-grey images."""
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
@@ -34,13 +40,15 @@ def _check_complete(path: str | os.PathLike, data: bytes) -> None:
         raise ImageReadError(path, "truncated PNG (no IEND chunk)")
 
 
-def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.ndarray:
+def read_image(path: str | os.PathLike, apply_orientation: bool = True,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read any image file as HxWx3 uint8 RGB.
 
     Grayscale, RGBA, palette, 16-bit and CMYK inputs become 8-bit RGB; EXIF
     orientation is applied unless ``apply_orientation`` is False (training data,
     whose label maps are aligned with the stored pixels).
-    Raises ImageReadError with a one-line reason for anything unusable.
+    Raises ImageReadError with a one-line reason for anything unusable, and
+    ImageTooLarge for images over ``max_pixels`` (None: no limit).
     """
     try:
         data = Path(path).read_bytes()
@@ -50,6 +58,12 @@ def read_image(path: str | os.PathLike, apply_orientation: bool = True) -> np.nd
         raise ImageReadError(path, "is a directory") from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read file ({exc.strerror or exc})") from None
+    return decode_image(data, path, apply_orientation=apply_orientation, max_pixels=max_pixels)
+
+
+def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", apply_orientation: bool = True,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes (``path`` only names them in errors) as HxWx3 uint8 RGB."""
     if not data:
         raise ImageReadError(path, "file is empty (0 bytes)")
     _check_complete(path, data)

@@ -100,10 +100,9 @@ def _decode(job: Job, segmenter, tile: bool):
 
 def _encode(job: Job, rgb: np.ndarray, probability: np.ndarray, fmt: str, threshold: float) -> None:
     """Writer thread: back to the original size, threshold, render, write atomically."""
-    from .session import resize_probability
-    probability = resize_probability(probability, rgb.shape[:2])
-    mask = (probability >= threshold).astype(np.uint8)
-    write_image(job.output, render(fmt, rgb, probability, mask))
+    from .postprocess import postprocess
+    seg = postprocess(probability, rgb.shape[:2], threshold)
+    write_image(job.output, render(fmt, rgb, seg.probability, seg.mask))
 
 
 def segment_jobs(segmenter, jobs: list[Job], fmt: str = "mask", batch_size: int = 4, tile: bool = False,

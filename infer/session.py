@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .contract import ModelContract
+from .postprocess import Segmentation, postprocess, resize_probability  # noqa: F401 (re-exported)
 from .preprocess import prepare
 
 log = logging.getLogger(__name__)
@@ -50,19 +51,6 @@ def resolve_providers(providers: str | Sequence[str]) -> list[str]:
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
-
-
-@dataclass
-class Segmentation:
-    """One image's result at its original size."""
-
-    probability: np.ndarray   # float32 HxW in [0, 1]
-    threshold: float
-
-    @property
-    def mask(self) -> np.ndarray:
-        """uint8 HxW, 1 = foreground."""
-        return (self.probability >= self.threshold).astype(np.uint8)
 
 
 class Segmenter:
@@ -114,7 +102,7 @@ class Segmenter:
         return out[..., 0] if out.ndim == 4 else out
 
     def predict(self, images: Sequence[np.ndarray], tile: bool = False,
-                threshold: float | None = None) -> list[Segmentation]:
+                threshold: float | None = None, clean: bool = False) -> list[Segmentation]:
         """RGB uint8 images (any sizes) -> results at each image's original size.
 
         ``tile`` segments at native resolution with overlapping tiles (see tile.py);
@@ -123,20 +111,14 @@ class Segmenter:
         thr = self.contract.threshold if threshold is None else threshold
         if tile:
             from .tile import predict_tiled
-            return [Segmentation(predict_tiled(self, img), thr) for img in images]
+            return [postprocess(predict_tiled(self, img), img.shape[:2], thr, clean) for img in images]
         if not images:
             return []
         batch = np.stack([prepare(img, self.contract) for img in images])
         probs = self.run(batch)
-        return [Segmentation(resize_probability(p, img.shape[:2]), thr) for p, img in zip(probs, images)]
+        return [postprocess(p, img.shape[:2], thr, clean) for p, img in zip(probs, images)]
 
-    def __call__(self, image: np.ndarray, tile: bool = False, threshold: float | None = None) -> Segmentation:
-        return self.predict([image], tile=tile, threshold=threshold)[0]
+    def __call__(self, image: np.ndarray, tile: bool = False, threshold: float | None = None,
+                 clean: bool = False) -> Segmentation:
+        return self.predict([image], tile=tile, threshold=threshold, clean=clean)[0]
 
-
-def resize_probability(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Model-resolution probability map -> (height, width) with bilinear interpolation."""
-    height, width = size
-    if prob.shape == (height, width):
-        return prob
-    return cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
