@@ -4,6 +4,7 @@ Decoding runs in a thread so it overlaps inference (OpenCV releases the GIL whil
 decodes). Files go through a small bounded queue so every frame is processed; live
 sources go through a one-slot buffer that always holds the newest frame, so a slow
 model drops stale frames instead of falling further and further behind the camera.
+A network stream that fails mid-run is reopened with exponential back-off.
 """
 from __future__ import annotations
 
@@ -17,15 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import cv2
-import numpy as np
+# FFmpeg's own log (read once, when OpenCV first opens a video) would print decoder noise for
+# damaged files; our messages say what happened in one line. Set it yourself to see FFmpeg's log.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from . import imageio  # noqa: F401  (sets OpenCV's own log level to errors only)
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import imageio  # noqa: E402,F401  (sets OpenCV's own log level to errors only)
 
 log = logging.getLogger(__name__)
 
 FALLBACK_FPS = 25.0
 URL_OPEN_TIMEOUT_MS = 10_000
+RECONNECT_FIRST_DELAY = 0.5   # seconds before the first reconnection attempt; doubles each time
+RECONNECT_MAX_DELAY = 8.0
 
 Frame = tuple[int, np.ndarray]  # (index in the source, BGR uint8 image)
 
@@ -110,16 +117,40 @@ class SourceInfo:
                    frame_count=int(count) if math.isfinite(count) and count > 0 else 0)
 
 
+def reconnect_delays(attempts: int, first: float = RECONNECT_FIRST_DELAY,
+                     cap: float = RECONNECT_MAX_DELAY) -> list[float]:
+    """Exponential back-off: first, 2*first, 4*first, ... seconds, each at most ``cap``."""
+    return [min(first * 2 ** k, cap) for k in range(attempts)]
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How a reader reopens a source that stops delivering frames (network streams)."""
+
+    spec: str                       # what open_source() is given again
+    attempts: int = 3               # consecutive failed attempts before giving up
+    first_delay: float = RECONNECT_FIRST_DELAY
+
+
 class FrameReader:
     """Base of the reader threads: decodes ``capture`` in the background until it ends,
-    ``limit`` frames are read, or ``close()``. Iterate it to get ``(index, bgr)`` frames."""
+    ``limit`` frames are read, or ``close()``. Iterate it to get ``(index, bgr)`` frames.
+
+    With ``reconnect``, a source whose read fails is reopened (back-off between attempts) and
+    reading goes on; ``reconnects`` counts the successes and ``lost`` says that the source ended
+    and could not be reopened. The reader owns the capture it reopens: release ``capture``, not the
+    one passed in, once ``running`` is False.
+    """
 
     def __init__(self, capture: cv2.VideoCapture, limit: int | None = None, pace_fps: float | None = None,
-                 name: str = "video"):
+                 name: str = "video", reconnect: Reconnect | None = None):
         self.capture = capture
         self.name = name                  # the source, for error messages
         self.limit = limit
         self.pace_fps = pace_fps          # read no faster than this (simulates a camera from a file)
+        self.reconnect = reconnect
+        self.reconnects = 0
+        self.lost = False
         self._decoded = 0
         self.dropped = 0
         self.error: BaseException | None = None
@@ -130,6 +161,25 @@ class FrameReader:
         self._thread.start()
         return self
 
+    def _reopen(self) -> bool:
+        """Reopen a failed source with back-off; False when every attempt failed or we were stopped."""
+        assert self.reconnect is not None
+        self.capture.release()  # closes the dead connection before the first attempt
+        log.warning("%s: stream stopped after %d frames; reconnecting (up to %d attempts)", self.name,
+                    self._decoded, self.reconnect.attempts)
+        for attempt, delay in enumerate(reconnect_delays(self.reconnect.attempts, self.reconnect.first_delay), 1):
+            if self._stop.wait(delay):
+                return False
+            try:
+                capture = open_source(self.reconnect.spec)
+            except SourceError as exc:
+                log.info("%s: reconnection attempt %d failed: %s", self.name, attempt, exc.reason)
+                continue
+            self.capture = capture
+            self.reconnects += 1
+            return True
+        return False
+
     def _run(self) -> None:
         start = time.perf_counter()
         index = 0
@@ -137,6 +187,11 @@ class FrameReader:
             while not self._stop.is_set() and (self.limit is None or index < self.limit):
                 ok, frame = self.capture.read()
                 if not ok:
+                    if self._stop.is_set() or self.reconnect is None:
+                        break
+                    if self._reopen():
+                        continue
+                    self.lost = not self._stop.is_set()
                     break
                 self._decoded += 1
                 self._publish((index, frame))
@@ -203,8 +258,8 @@ class QueuedFrameReader(FrameReader):
     _END = None
 
     def __init__(self, capture: cv2.VideoCapture, limit: int | None = None, maxsize: int = 4,
-                 pace_fps: float | None = None, name: str = "video"):
-        super().__init__(capture, limit, pace_fps, name)
+                 pace_fps: float | None = None, name: str = "video", reconnect: Reconnect | None = None):
+        super().__init__(capture, limit, pace_fps, name, reconnect)
         self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=maxsize)
         self._discarded = 0
 
@@ -254,8 +309,8 @@ class LatestFrameReader(FrameReader):
     """
 
     def __init__(self, capture: cv2.VideoCapture, limit: int | None = None, pace_fps: float | None = None,
-                 name: str = "video"):
-        super().__init__(capture, limit, pace_fps, name)
+                 name: str = "video", reconnect: Reconnect | None = None):
+        super().__init__(capture, limit, pace_fps, name, reconnect)
         self._cond = threading.Condition()
         self._slot: Frame | None = None
         self._ended = False
