@@ -1,0 +1,228 @@
+"""Batch segmentation on a real local Ray runtime (2 CPUs), checked against plain `segment`.
+
+One Ray runtime serves the whole module (starting one is slow on 2 cores). Without the `ray`
+extra the runtime tests skip; the resource planning and the missing-extra message are tested
+everywhere.
+"""
+from __future__ import annotations
+
+import csv
+import shutil
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from unetlite.infer.cli import main
+from unetlite.infer.distributed import MissingRay, import_ray, plan_resources
+
+NO_RAY = "the ray extra is not installed (pip install 'unetlite[ray]')"
+
+
+def _png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG header claiming width x height pixels, with almost no data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+BAD = {"truncated.jpg": "truncated", "notes.jpg": "not a decodable image", "bomb.png": ""}
+
+
+@pytest.fixture(scope="module")
+def photos(pets_dir, tmp_path_factory) -> Path:
+    """Real pets (one in a sub-folder, one grey PNG) plus a truncated JPEG, text named .jpg and a
+    PNG whose header claims 10 gigapixels."""
+    root = tmp_path_factory.mktemp("ray_in")
+    (root / "sub").mkdir()
+    images = sorted((pets_dir / "images").glob("*.jpg"))[:8]
+    for path in images[:6]:
+        shutil.copy(path, root)
+    shutil.copy(images[6], root / "sub")
+    cv2.imwrite(str(root / "sub" / "grey.png"), cv2.imread(str(images[7]), cv2.IMREAD_GRAYSCALE))
+    data = images[0].read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "notes.jpg").write_text("this is a text file, not a photo\n")
+    (root / "bomb.png").write_bytes(_png_bomb())
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    ray = pytest.importorskip("ray", reason=NO_RAY)
+    pytest.importorskip("ray.data", reason=NO_RAY)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def _plain(photos: Path, out: Path, fmt: str) -> dict[str, str]:
+    """Plain `unetlite segment` (bundled model, CPU): its failures as {path: reason}."""
+    code = main(["segment", str(photos), "-o", str(out), "-r", "--format", fmt, "--providers", "cpu",
+                 "--no-progress"])
+    assert code == 1  # the broken files fail, the rest is written
+    return _failures(out / "failures.csv")
+
+
+def _failures(path: Path) -> dict[str, str]:
+    with path.open(newline="") as fh:
+        return {row["path"]: row["reason"] for row in csv.DictReader(fh)}
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.name != "failures.csv"}
+
+
+def _ray_run(photos: Path, out: Path, fmt: str = "mask", overwrite: bool = False):
+    """What `segment --ray` does: segment's naming and manifest around segment_jobs_on_ray."""
+    from unetlite.infer.distributed import segment_jobs_on_ray
+    from unetlite.infer.manifest import Manifest, OutputConfig, file_sha256, load_records, make_record, plan_resume
+    from unetlite.infer.naming import collect_jobs
+    from unetlite.infer.segment import SegmentSettings
+    from unetlite.infer.session import Segmenter
+
+    jobs = collect_jobs([str(photos)], out, fmt, recursive=True).jobs
+    segmenter = Segmenter(providers="cpu", threads=1)
+    config = OutputConfig(fmt, segmenter.contract.threshold, file_sha256(segmenter.path))
+    plan = plan_resume(jobs, config, load_records(out) if out.is_dir() else {}, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out)
+    try:
+        summary, ran = segment_jobs_on_ray(
+            segmenter, plan.todo, SegmentSettings(fmt),
+            lambda job, size, n: manifest.append(make_record(job, config, size, n)),
+            progress=False, providers="cpu", workers=2)
+    finally:
+        manifest.close()
+    summary.skipped = len(plan.done)
+    return summary, ran
+
+
+def test_plan_leaves_cpus_for_read_tasks():
+    plan = plan_resources(2, 0, workers=2, providers="cpu")
+    assert plan.workers == 2 and plan.cpus_per_worker * plan.workers <= 1  # a whole CPU stays for tasks
+    assert plan.gpus_per_worker == 0 and plan.threads == 1
+    big = plan_resources(16, 0)
+    assert big.workers * big.cpus_per_worker <= 8 and big.threads * big.workers <= 16
+
+
+def test_plan_asks_for_gpus_only_when_there_are_some():
+    assert plan_resources(8, 0, providers="cuda").gpus_per_worker == 0  # would wait for ever
+    gpus = plan_resources(8, 4, providers="cuda")
+    assert (gpus.workers, gpus.gpus_per_worker) == (4, 1.0)
+    shared = plan_resources(8, 1, workers=2, providers="auto")
+    assert shared.gpus_per_worker == 0.5
+    assert plan_resources(8, 4, providers="cpu").gpus_per_worker == 0
+
+
+def test_missing_extra_is_one_line_with_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra looks like
+    with pytest.raises(MissingRay) as info:
+        import_ray()
+    assert "pip install 'unetlite[ray]'" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ray_writes_the_same_bytes_as_plain_segment_and_resumes(ray_runtime, photos, tmp_path):
+    plain_failures = _plain(photos, tmp_path / "plain", "mask")
+    summary, ran = _ray_run(photos, tmp_path / "ray")
+    assert "CPUExecutionProvider" in ran and "local" not in ran  # the caller's runtime was used
+    plain, ray_out = _outputs(tmp_path / "plain"), _outputs(tmp_path / "ray")
+    assert len(plain) == 8 and plain.keys() == ray_out.keys()
+    assert all(plain[k] == ray_out[k] for k in plain), "Ray masks differ from plain segment's"
+    assert summary.done == 8 and dict(summary.failed) == plain_failures
+    assert {Path(p).name for p in plain_failures} == set(BAD)
+    for path, reason in plain_failures.items():
+        assert BAD[Path(path).name] in reason
+
+    # Resume: nothing is redone; a deleted output is the only work of the next run.
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*.png")}
+    again, _ = _ray_run(photos, tmp_path / "ray")
+    assert (again.done, again.skipped, len(again.failed)) == (0, 8, 3)
+    victim = next(iter(mtimes))
+    victim.unlink()
+    third, _ = _ray_run(photos, tmp_path / "ray")
+    assert (third.done, third.skipped) == (1, 7) and victim.read_bytes() == plain[victim.relative_to(
+        tmp_path / "ray").as_posix()]
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items() if p != victim)
+
+
+def test_segment_dataset_on_a_bytes_column(ray_runtime, photos, tmp_path):
+    from unetlite.infer.distributed import segment_dataset
+    plain_failures = _plain(photos, tmp_path / "plain", "cutout")
+    plain = _outputs(tmp_path / "plain")
+    flat = sorted(p for p in photos.iterdir() if p.is_file())
+    ds = ray_runtime.data.read_binary_files([str(p) for p in flat], include_paths=True)
+    rows = segment_dataset(ds, fmt="cutout", providers="cpu", workers=2).take_all()
+    assert len(rows) == len(flat) and {"path", "output", "error", "provider"} <= rows[0].keys()
+    by_name = {Path(r["path"]).name: r for r in rows}
+    for name, row in by_name.items():
+        if name in BAD:
+            assert row["error"] and row["output"] == b""
+            assert row["error"] == plain_failures[str(photos / name)]
+        else:
+            assert row["error"] == "" and row["output"] == plain[name + ".png"]
+
+
+def test_segment_dataset_on_decoded_arrays(ray_runtime, photos, tmp_path):
+    from unetlite.infer.distributed import segment_dataset
+    from unetlite.infer.imageio import read_image
+    _plain(photos, tmp_path / "plain", "overlay")
+    plain = _outputs(tmp_path / "plain")
+    names = sorted(p.name for p in photos.glob("*.jpg") if p.name not in BAD)[:3]
+    items = [{"name": n, "image": read_image(photos / n)} for n in names]
+    items.append({"name": "five-channel", "image": np.zeros((8, 8, 5), np.uint8)})
+    rows = segment_dataset(ray_runtime.data.from_items(items, override_num_blocks=2), fmt="overlay", column="image",
+                           path_column="name", batch_size=2, providers="cpu", workers=2).take_all()
+    by_name = {r["name"]: r for r in rows}
+    assert all(by_name[n]["output"] == plain[n + ".jpg"] for n in names)
+    assert "not an RGB image array" in by_name["five-channel"]["error"]
+
+
+def test_uri_inputs_and_outputs(ray_runtime, photos, tmp_path, capsys):
+    """file:// URIs go through the same pyarrow filesystem code as s3:// and gs:// (not reachable here)."""
+    from unetlite.infer.cli import build_parser
+    from unetlite.infer.distributed import run_uri_segment
+    _plain(photos, tmp_path / "plain", "mask")
+    plain = {k: v for k, v in _outputs(tmp_path / "plain").items() if "/" not in k}  # top level only
+    out = tmp_path / "uri_out"
+    args = build_parser().parse_args(["segment", photos.as_uri(), "-o", "unused", "--providers", "cpu",
+                                      "--no-progress"])
+    args.output, args.ray, args.ray_workers = out.as_uri(), None, 2
+    assert run_uri_segment(args) == 1
+    assert _outputs(out) == plain
+    failures = _failures(out / "failures.csv")
+    assert {Path(p).name for p in failures} == set(BAD) and all(p.startswith("file://") for p in failures)
+    capsys.readouterr()
+    assert run_uri_segment(args) == 1  # the broken files fail again; the rest is not redone
+    assert f"0 done, {len(plain)} skipped" in capsys.readouterr().out
+
+
+def test_ray_option_never_swallows_an_input():
+    from unetlite.infer.distributed import split_ray_argument
+    assert split_ray_argument(None, ["a"]) == (None, ["a"])
+    assert split_ray_argument("", ["a"]) == ("", ["a"])
+    assert split_ray_argument("photos/", ["b"]) == ("", ["photos/", "b"])
+    for address in ("auto", "ray://head:10001", "10.0.0.5:6379"):
+        assert split_ray_argument(address, ["a"]) == (address, ["a"])
+
+
+def test_a_signal_ends_the_run_with_a_summary(ray_runtime, photos, tmp_path):
+    """SIGTERM arrives as segment's Stopped(143) in the main thread; here it is raised where the
+    driver records the first output, the realistic spot (that is where the driver spends its time)."""
+    from unetlite.infer.distributed import driver_model, segment_jobs_on_ray
+    from unetlite.infer.naming import collect_jobs
+    from unetlite.infer.segment import SegmentSettings, Stopped
+
+    jobs = collect_jobs([str(photos)], tmp_path / "out", "mask").jobs
+    def stop(job, size, nbytes):
+        raise Stopped(143)
+    summary, _ = segment_jobs_on_ray(driver_model(None), jobs, SegmentSettings(), stop, progress=False,
+                                     providers="cpu", workers=2)
+    assert summary.interrupted == 143 and summary.done == 0
+    assert "interrupted" in summary.line()
