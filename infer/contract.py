@@ -20,13 +20,14 @@ class ModelContract:
     input_width: int = 256
     channel_order: str = "RGB"          # order of the 3 input channels
     scale: float = 1.0 / 255.0          # uint8 pixel * scale -> model input in [0, 1]
-    resize: str = "linear"              # cv2 interpolation used to reach the model size
+    resize: str = "area"                # "area": INTER_AREA to shrink (no aliasing on 12 MP photos), linear to enlarge
     threshold: float = 0.5              # probability -> mask
     size_multiple: int = 64             # 2**depth: valid H and W for a dynamic-size model
     dynamic_size: bool = False          # True: the ONNX graph accepts any H, W multiple of size_multiple
     classes: tuple[str, ...] = ("pet",)
     input_name: str = "image"
     layout: str = "NHWC"
+    input_dtype: str = "float32"        # "uint8": raw pixels in, Cast + scale inside the graph
     # Provenance: informational, shown by `unetlite info`.
     training_data: str = ""
     metrics: dict = field(default_factory=dict, hash=False, compare=False)

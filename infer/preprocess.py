@@ -13,12 +13,20 @@ from .contract import ModelContract
 _INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST}
 
 
-def resize_image(rgb: np.ndarray, size: tuple[int, int], method: str = "linear") -> np.ndarray:
-    """Resize an HxWxC uint8 image to (height, width) with the contract's interpolation."""
+def resize_image(rgb: np.ndarray, size: tuple[int, int], method: str = "area") -> np.ndarray:
+    """Resize an HxWxC uint8 image to (height, width) with the contract's interpolation.
+
+    "area" averages when shrinking, which is what keeps a 12 MP photo's mask the same as
+    its small copy's (INTER_LINEAR skips pixels and aliases); OpenCV's INTER_AREA acts
+    like nearest-neighbour when enlarging, so enlargement uses bilinear interpolation.
+    """
     height, width = size
     if rgb.shape[:2] == (height, width):
         return rgb
-    return cv2.resize(rgb, (width, height), interpolation=_INTERPOLATION[method])
+    interpolation = _INTERPOLATION[method]
+    if method == "area" and (height > rgb.shape[0] or width > rgb.shape[1]):
+        interpolation = cv2.INTER_LINEAR
+    return cv2.resize(rgb, (width, height), interpolation=interpolation)
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -73,3 +73,67 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     bias = rng.uniform(-cfg.brightness, cfg.brightness) * 255 + (1 - gain) * 127.5
     image = cv2.convertScaleAbs(image, alpha=gain, beta=bias)  # saturating uint8
     return image, mask
+
+
+@dataclass(frozen=True)
+class PasteConfig:
+    """Copy-paste: a labelled pet cut out with its mask and pasted onto a pet-free scene.
+
+    Oxford photos show one big centred pet; pasting at many scales (down to ~3% of the frame),
+    positions (cut by the border) and with occluders teaches shape over texture, so lawns
+    and floors stop looking like fur.
+    """
+
+    probability: float = 0.5
+    area: tuple[float, float] = (0.03, 0.6)   # pet bounding box / frame, log-uniform
+    border_cut: float = 0.3                   # up to this fraction of the pet may leave the frame
+    occlusion: float = 0.25                   # probability of an occluding patch over the pet
+
+
+def random_crop(background: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random (height, width) crop of a background at least that large, randomly flipped."""
+    height, width = size
+    y = int(rng.integers(0, background.shape[0] - height + 1))
+    x = int(rng.integers(0, background.shape[1] - width + 1))
+    crop = background[y:y + height, x:x + width]
+    return cv2.flip(crop, 1) if rng.random() < 0.5 else crop
+
+
+def paste_pet(image: np.ndarray, mask: np.ndarray, background: np.ndarray, rng: np.random.Generator,
+              cfg: PasteConfig = PasteConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """Paste the pet of (image, mask) onto ``background`` (same size); returns the new pair."""
+    ys, xs = np.nonzero(mask == 1)
+    if ys.size < 16:
+        return image, mask
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    height, width = mask.shape
+    lo, hi = np.log(cfg.area[0]), np.log(cfg.area[1])
+    area = float(np.exp(rng.uniform(lo, hi))) * height * width
+    scale = np.sqrt(area / ((y1 - y0) * (x1 - x0)))
+    ph, pw = max(2, int(round((y1 - y0) * scale))), max(2, int(round((x1 - x0) * scale)))
+    if ph > 2 * height or pw > 2 * width:
+        return image, mask
+    pet = cv2.resize(image[y0:y1, x0:x1], (pw, ph), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    alpha = cv2.resize((mask[y0:y1, x0:x1] == 1).astype(np.float32), (pw, ph), interpolation=cv2.INTER_LINEAR)
+    alpha = cv2.GaussianBlur(alpha, (3, 3), 0)
+    # Top-left corner: the pet may leave the frame by up to border_cut of its size on any side.
+    cut_y, cut_x = int(cfg.border_cut * ph), int(cfg.border_cut * pw)
+    top = int(rng.integers(-cut_y, max(-cut_y + 1, height - ph + cut_y + 1)))
+    left = int(rng.integers(-cut_x, max(-cut_x + 1, width - pw + cut_x + 1)))
+    fy0, fy1, fx0, fx1 = max(top, 0), min(top + ph, height), max(left, 0), min(left + pw, width)
+    if fy1 <= fy0 or fx1 <= fx0:
+        return image, mask
+    a = alpha[fy0 - top:fy1 - top, fx0 - left:fx1 - left, None]
+    out = background.astype(np.float32)
+    out[fy0:fy1, fx0:fx1] = out[fy0:fy1, fx0:fx1] * (1 - a) + pet[fy0 - top:fy1 - top, fx0 - left:fx1 - left] * a
+    new_mask = np.zeros_like(mask)
+    new_mask[fy0:fy1, fx0:fx1] = (a[..., 0] >= 0.5)
+    if rng.random() < cfg.occlusion:  # a patch of the scene in front of part of the pet
+        oh = int((fy1 - fy0) * rng.uniform(0.15, 0.45)) + 1
+        ow = int((fx1 - fx0) * rng.uniform(0.15, 0.45)) + 1
+        oy = int(rng.integers(fy0, max(fy0 + 1, fy1 - oh + 1)))
+        ox = int(rng.integers(fx0, max(fx0 + 1, fx1 - ow + 1)))
+        sy, sx = int(rng.integers(0, height - oh + 1)), int(rng.integers(0, width - ow + 1))
+        out[oy:oy + oh, ox:ox + ow] = background[sy:sy + oh, sx:sx + ow]
+        new_mask[oy:oy + oh, ox:ox + ow] = 0
+    return np.clip(out, 0, 255).astype(np.uint8), new_mask

@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train the reference U-Net (RMSprop + binary cross-entropy, strong "
                                    "augmentation, best-only checkpoints) into a run folder.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="dataset root: Oxford layout (images/, annotations/trimaps/) "
-                                                "or flat layout (images/, trimaps/, trainval.txt, test.txt)")
+    src.add_argument("--data", type=Path, nargs="+", help="dataset root(s): Oxford layout (images/, annotations/trimaps/) "
+                                                           "or flat layout (images/, trimaps/, trainval.txt, test.txt)")
     src.add_argument("--download", type=Path, metavar="DIR",
                      help="download and verify the official archives into DIR, then train on them")
     p.add_argument("--run-dir", type=Path, default=Path("runs/unet"), help="output folder (default: runs/unet)")
@@ -32,6 +32,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="augmentation preset (default: standard; strong: wider ranges, for fine-tuning)")
     p.add_argument("--init-from", type=Path, metavar="CKPT",
                    help="start from a trained .keras model (fine-tuning; fresh optimizer, new run folder)")
+    p.add_argument("--val-fraction", type=float, default=0.12,
+                   help="validation share carved out of trainval, seeded (default: 0.12); test lists are never used")
+    p.add_argument("--loss", choices=("bce", "bce+dice"), default="bce",
+                   help="bce: the paper's binary cross-entropy (default); bce+dice adds soft Dice")
+    p.add_argument("--backgrounds", type=Path, metavar="DIR", help="pet-free scenes for --copy-paste")
+    p.add_argument("--copy-paste", type=float, default=0.0, metavar="P",
+                   help="probability of pasting a labelled pet, rescaled (3-60%% of the frame) and moved, onto a "
+                        "background from --backgrounds, with random border cuts and occluders (default: 0)")
+    p.add_argument("--unlabeled", type=Path, metavar="DIR", help="images without trimaps, pseudo-labelled by --teacher")
+    p.add_argument("--teacher", type=Path, metavar="MODEL.onnx", help="model whose confident, flip-averaged "
+                                                                      "predictions become pseudo-labels")
+    p.add_argument("--schedule", choices=("plateau", "cosine"), default="plateau",
+                   help="plateau: halve the LR on val_loss plateaus (default); cosine: decay to 5%% over the run")
+    p.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
+                   help="average the weights (EMA, e.g. 0.995 per step); validation and checkpoints use the average")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
     p.add_argument("--max-train", type=int, help="use at most N training images")
     p.add_argument("--max-val", type=int, help="use at most N validation images")
@@ -44,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from unetlite.infer.cli import require_tensorflow
     if not args.download_only:
         require_tensorflow("train")
-    data = args.data
+    data = list(args.data) if args.data else None
     if args.download:
         from .download import DownloadError, download
         try:
@@ -64,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                           augment=args.augment, init_from=args.init_from, resume=args.resume, max_train=args.max_train,
                           max_val=args.max_val, steps_per_epoch=args.steps_per_epoch,
-                          reduce_lr_patience=args.reduce_lr_patience)
+                          reduce_lr_patience=args.reduce_lr_patience, val_fraction=args.val_fraction,
+                          loss=args.loss, backgrounds=args.backgrounds, copy_paste=args.copy_paste,
+                          unlabeled=args.unlabeled, teacher=args.teacher, schedule=args.schedule, ema=args.ema)
         summary = train(cfg)
     except (ValueError, FileNotFoundError) as exc:
         print(f"unetlite train: {exc}", file=sys.stderr)

@@ -11,15 +11,16 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from unetlite.infer.contract import ModelContract
-from unetlite.infer.dataset import Pair, discover, find_layout
-from unetlite.infer.imageio import ImageReadError, read_image, read_label
+from unetlite.infer.dataset import Pair, discover, find_layout, read_list
+from unetlite.infer.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label
 from unetlite.infer.preprocess import resize_image, resize_mask, to_float, trimap_to_mask
 
-from .augment import AugmentConfig, augment_pair
+from .augment import AugmentConfig, PasteConfig, augment_pair, paste_pet, random_crop
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +38,46 @@ class Arrays:
         return len(self.names)
 
 
-def split_pairs(root: str | Path, val_fraction: float = 0.05, seed: int = 0) -> tuple[list[Pair], list[Pair], str]:
-    """(train, val, description): the official trainval/test split when its lists exist,
-    otherwise the reference paper's random 95/5 split with ``seed``."""
+def _names_in(path: Path) -> set[str]:
+    return set(read_list(path)) if path.is_file() else set()
+
+
+def held_out_names(root: str | Path) -> set[str]:
+    """Names that must never be trained on: the root's test list and any official test list beside it."""
     layout = find_layout(root)
-    if (layout.lists / "trainval.txt").is_file() and (layout.lists / "test.txt").is_file():
-        return discover(root, "trainval"), discover(root, "test"), "official trainval/test split"
-    pairs = discover(root, None)
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n_val = max(1, round(len(pairs) * val_fraction))
-    val = [pairs[i] for i in sorted(order[:n_val])]
-    train = [pairs[i] for i in sorted(order[n_val:])]
-    return train, val, f"random {1 - val_fraction:.0%}/{val_fraction:.0%} split (seed {seed})"
+    return _names_in(layout.lists / "test.txt") | _names_in(Path(root) / "official" / "test.txt")
 
 
-def load_pair(pair: Pair, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def split_pairs(roots: Sequence[str | Path], val_fraction: float = 0.12,
+                seed: int = 0) -> tuple[list[Pair], list[Pair], str]:
+    """(train, val, description) over one or more dataset roots.
+
+    Validation is carved out of trainval (fixed, seeded), never taken from the test split:
+    checkpoints and settings are chosen on it, and the test split is scored once per final
+    model with `unetlite eval`. Without a trainval list, every pair not in a test list is trainval.
+    Names in any test list (the root's or the official one) are never trained on.
+    """
+    if isinstance(roots, (str, Path)):
+        roots = [roots]
+    trainval: list[Pair] = []
+    held_out: set[str] = set()
+    for root in roots:
+        held_out |= held_out_names(root)
+    for root in roots:
+        layout = find_layout(root)
+        has_list = (layout.lists / "trainval.txt").is_file()
+        pairs = discover(root, "trainval" if has_list else None)
+        trainval += [p for p in pairs if p.name not in held_out]
+    trainval.sort(key=lambda p: p.name)
+    order = np.random.default_rng(seed).permutation(len(trainval))
+    n_val = max(1, round(len(trainval) * val_fraction))
+    val = [trainval[i] for i in sorted(order[:n_val])]
+    train = [trainval[i] for i in sorted(order[n_val:])]
+    return train, val, (f"{len(roots)} root(s), trainval minus test lists, seeded {1 - val_fraction:.0%}/"
+                        f"{val_fraction:.0%} train/val split (seed {seed}); {len(held_out)} test names held out")
+
+
+def load_pair(pair: Pair, size: tuple[int, int], method: str = "area") -> tuple[np.ndarray, np.ndarray]:
     """Decode one pair at model size. Raises ImageReadError naming the bad file."""
     # Trimaps are aligned with the stored pixels, so EXIF orientation must not be applied.
     image = read_image(pair.image, apply_orientation=False)
@@ -61,7 +87,7 @@ def load_pair(pair: Pair, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray
                                           f"{image.shape[1]}x{image.shape[0]}")
     if not np.isin(trimap, (1, 2, 3)).all():
         raise ImageReadError(pair.trimap, "values outside {1, 2, 3}: not an Oxford-IIIT Pet trimap")
-    return resize_image(image, size), trimap_to_mask(resize_mask(trimap, size))
+    return resize_image(image, size, method), trimap_to_mask(resize_mask(trimap, size))
 
 
 def load_arrays(pairs: list[Pair], size: tuple[int, int], workers: int = 8) -> Arrays:
@@ -89,12 +115,39 @@ def load_arrays(pairs: list[Pair], size: tuple[int, int], workers: int = 8) -> A
                   failed)
 
 
+def concat_arrays(first: Arrays, second: Arrays) -> Arrays:
+    return Arrays(first.names + second.names, np.concatenate([first.images, second.images]),
+                  np.concatenate([first.masks, second.masks]), first.failed + second.failed)
+
+
+def load_backgrounds(folder: str | Path, size: tuple[int, int], workers: int = 8) -> list[np.ndarray]:
+    """Pet-free scenes, each scaled so it covers ``size`` (random crops are taken per example)."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+    def _load(path: Path) -> np.ndarray | None:
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            log.warning("skipping background %s: %s", exc.path, exc.reason)
+            return None
+        scale = max(size[0] / image.shape[0], size[1] / image.shape[1])
+        target = (max(size[0], round(image.shape[0] * scale)), max(size[1], round(image.shape[1] * scale)))
+        return resize_image(image, target)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return [b for b in pool.map(_load, files) if b is not None]
+
+
 def make_dataset(arrays: Arrays, batch_size: int, training: bool, seed: int = 0,
-                 augment: AugmentConfig | None = AugmentConfig(), contract: ModelContract = ModelContract()):
+                 augment: AugmentConfig | None = AugmentConfig(), contract: ModelContract = ModelContract(),
+                 backgrounds: Sequence[np.ndarray] = (), paste: PasteConfig | None = None,
+                 pasteable: int | None = None):
     """tf.data pipeline: shuffled, augmented (training only), parallel map, prefetch.
 
     Each example's augmentation RNG is seeded from (seed, running example counter),
-    so a run is reproducible with the same ``seed``.
+    so a run is reproducible with the same ``seed``. With ``paste`` and ``backgrounds``,
+    the first ``pasteable`` examples (the hand-labelled ones) are sometimes pasted onto a
+    background before the geometric and photometric augmentation.
     """
     import tensorflow as tf
 
@@ -103,8 +156,13 @@ def make_dataset(arrays: Arrays, batch_size: int, training: bool, seed: int = 0,
 
     def _example(counter, index):
         image, mask = arrays.images[index], arrays.masks[index]
+        rng = np.random.default_rng([seed, int(counter)])
+        if (training and paste is not None and backgrounds and index < (n if pasteable is None else pasteable)
+                and rng.random() < paste.probability):
+            scene = random_crop(backgrounds[int(rng.integers(len(backgrounds)))], (height, width), rng)
+            image, mask = paste_pet(image, mask, scene, rng, paste)
         if training and augment is not None:
-            image, mask = augment_pair(image, mask, np.random.default_rng([seed, int(counter)]), augment)
+            image, mask = augment_pair(image, mask, rng, augment)
         return to_float(image, contract), mask[..., None].astype(np.float32)
 
     def _map(counter, index):

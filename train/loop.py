@@ -15,8 +15,9 @@ import numpy as np
 from unetlite.infer.contract import ModelContract
 from unetlite.infer.preprocess import to_float
 
-from .augment import PRESETS
-from .data import Arrays, load_arrays, make_dataset, split_pairs
+from .augment import PRESETS, PasteConfig
+from .data import Arrays, concat_arrays, load_arrays, load_backgrounds, make_dataset, split_pairs
+from .losses import LOSSES
 from .metrics import training_metrics
 from .model import UNetConfig, build_unet
 from .plots import plot_curves, read_log, save_prediction_grid
@@ -28,14 +29,14 @@ BEST, LAST, LOG, CURVES, RUN = "best.keras", "last.keras", "log.csv", "curves.pn
 
 @dataclass
 class TrainConfig:
-    data: Path
+    data: Path | list[Path]              # one or more dataset roots
     run_dir: Path = Path("runs/unet")
     model: UNetConfig = field(default_factory=UNetConfig)
     epochs: int = 30
     batch_size: int = 8
     learning_rate: float = 1e-3          # RMSprop's default, as in the paper
     seed: int = 0
-    val_fraction: float = 0.05           # used only when the data has no official split
+    val_fraction: float = 0.12           # validation carved out of trainval (seeded); test lists never used
     augment: str = "standard"            # a preset of augment.PRESETS: standard, strong or none
     init_from: Path | None = None        # start from these weights (fine-tuning), with a fresh optimizer
     resume: bool = False
@@ -44,6 +45,13 @@ class TrainConfig:
     steps_per_epoch: int | None = None   # default: one pass over the training images
     preview: int = 4                     # validation images in the prediction grid
     reduce_lr_patience: int = 10         # halve the LR after this many epochs without val_loss progress (0: off)
+    loss: str = "bce"                    # bce (the paper's) or bce+dice
+    backgrounds: Path | None = None      # pet-free scenes for copy-paste
+    copy_paste: float = 0.0              # probability of pasting a labelled pet onto a background
+    unlabeled: Path | None = None        # images without trimaps, pseudo-labelled by ``teacher``
+    teacher: Path | None = None          # ONNX model for pseudo-labels
+    schedule: str = "plateau"            # plateau (halve on val_loss plateaus) or cosine (decay to 5% over the run)
+    ema: float = 0.0                     # weight averaging: EMA momentum per step (0: off); used for val + checkpoints
     verbose: int = field(default_factory=lambda: 1 if sys.stdout.isatty() else 2)
 
 
@@ -76,9 +84,15 @@ class RunArtifacts(keras.callbacks.Callback):
         (run_dir / RUN).write_text(json.dumps(self.summary, indent=2, default=str))
 
 
+def _roots(cfg: TrainConfig) -> list[Path]:
+    return list(cfg.data) if isinstance(cfg.data, (list, tuple)) else [cfg.data]
+
+
 def _summary(cfg: TrainConfig, description: str, train: Arrays, val: Arrays) -> dict:
-    return {"data": f"{cfg.data} ({description}: {len(train)} train / {len(val)} val images)",
-            "config": {**asdict(cfg), "data": str(cfg.data), "run_dir": str(cfg.run_dir)},
+    roots = ", ".join(map(str, _roots(cfg)))
+    return {"data": f"{roots} ({description}: {len(train)} train / {len(val)} val images)",
+            "config": {**asdict(cfg), "data": [str(r) for r in _roots(cfg)], "run_dir": str(cfg.run_dir)},
+            "val_names": val.names,
             "skipped_files": [f"{p}: {r}" for p, r in train.failed + val.failed]}
 
 
@@ -89,9 +103,20 @@ def train(cfg: TrainConfig) -> dict:
     size = (cfg.model.input_size, cfg.model.input_size)
     contract = ModelContract(input_height=size[0], input_width=size[1])
 
-    train_pairs, val_pairs, description = split_pairs(cfg.data, cfg.val_fraction, cfg.seed)
+    train_pairs, val_pairs, description = split_pairs(_roots(cfg), cfg.val_fraction, cfg.seed)
     train_arrays = load_arrays(train_pairs[:cfg.max_train], size)
     val_arrays = load_arrays(val_pairs[:cfg.max_val], size)
+    labelled = len(train_arrays)
+    if cfg.unlabeled:
+        if not cfg.teacher:
+            raise ValueError("--unlabeled needs --teacher (the ONNX model that makes the pseudo-labels)")
+        from .pseudo import pseudo_label
+        pseudo = pseudo_label(cfg.unlabeled, cfg.teacher, size)
+        description += f"; +{len(pseudo)} pseudo-labelled images from {cfg.unlabeled}"
+        train_arrays = concat_arrays(train_arrays, pseudo)
+    backgrounds = load_backgrounds(cfg.backgrounds, size) if cfg.backgrounds and cfg.copy_paste > 0 else []
+    if cfg.copy_paste > 0 and not backgrounds:
+        raise ValueError("--copy-paste needs --backgrounds DIR with pet-free images")
     if not len(train_arrays) or not len(val_arrays):
         raise ValueError(f"{cfg.data}: no usable training/validation pairs "
                          f"({len(train_arrays)} train, {len(val_arrays)} val)")
@@ -99,7 +124,9 @@ def train(cfg: TrainConfig) -> dict:
              len(val_arrays), len(train_arrays.failed) + len(val_arrays.failed))
 
     train_ds = make_dataset(train_arrays, cfg.batch_size, training=True, seed=cfg.seed,
-                            augment=PRESETS[cfg.augment], contract=contract)
+                            augment=PRESETS[cfg.augment], contract=contract, backgrounds=backgrounds,
+                            paste=PasteConfig(probability=cfg.copy_paste) if backgrounds else None,
+                            pasteable=labelled)
     val_ds = make_dataset(val_arrays, cfg.batch_size, training=False, contract=contract)
     steps = cfg.steps_per_epoch or math.ceil(len(train_arrays) / cfg.batch_size)
 
@@ -124,22 +151,27 @@ def train(cfg: TrainConfig) -> dict:
             log.info("starting from the weights of %s", cfg.init_from)
         else:
             model = build_unet(cfg.model)
-        model.compile(optimizer=keras.optimizers.RMSprop(cfg.learning_rate), loss="binary_crossentropy",
-                      metrics=training_metrics())
+        lr = cfg.learning_rate
+        if cfg.schedule == "cosine":
+            lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * steps, alpha=0.05)
+        optimizer = keras.optimizers.RMSprop(lr, use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
+        model.compile(optimizer=optimizer, loss=LOSSES[cfg.loss], metrics=training_metrics())
     summary["parameters"] = model.count_params()
 
     best_ckpt = keras.callbacks.ModelCheckpoint(cfg.run_dir / BEST, monitor="val_loss", save_best_only=True)
     val_losses = [r["val_loss"] for r in rows if "val_loss" in r]
     if val_losses:  # keep "best-only" true across a resume
         best_ckpt.best = min(val_losses)
-    callbacks = [
+    # EMA weights are swapped in for validation and checkpoints (so best.keras holds the average).
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []
+    callbacks += [
         best_ckpt,
         keras.callbacks.ModelCheckpoint(last),
         keras.callbacks.CSVLogger(cfg.run_dir / LOG, append=bool(rows)),
         RunArtifacts(cfg, Arrays(val_arrays.names[:cfg.preview], val_arrays.images[:cfg.preview],
                                  val_arrays.masks[:cfg.preview], []), summary),
     ]
-    if cfg.reduce_lr_patience:
+    if cfg.reduce_lr_patience and cfg.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                            patience=cfg.reduce_lr_patience, min_lr=1e-5))
     if initial_epoch >= cfg.epochs:

@@ -20,8 +20,9 @@ class ForegroundIoU(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        true = ops.cast(y_true >= 0.5, "float32")
-        pred = ops.cast(y_pred >= self.threshold, "float32")
+        valid = ops.cast(y_true < 1.5, "float32")   # 2 = unlabelled pixel (pseudo-labels)
+        true = ops.cast(y_true >= 0.5, "float32") * valid
+        pred = ops.cast(y_pred >= self.threshold, "float32") * valid
         axes = tuple(range(1, len(true.shape)))
         intersection = ops.sum(true * pred, axis=axes)
         union = ops.sum(ops.maximum(true, pred), axis=axes)
