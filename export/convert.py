@@ -8,7 +8,9 @@ from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from unetlite.infer.contract import ModelContract
 from unetlite.infer.imageio import write_atomic
@@ -36,6 +38,32 @@ def to_onnx_model(model, dynamic_size: bool = False, opset: int = DEFAULT_OPSET)
     spec = (tf.TensorSpec((None, height, width, channels), tf.float32, name="image"),)
     # An explicit input_signature is what makes tf2onnx 1.17 work with Keras 3.
     onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    return onnx_model
+
+
+def add_uint8_input(onnx_model: onnx.ModelProto, scale: float) -> onnx.ModelProto:
+    """Make the graph take uint8 pixels: the float input becomes Cast + Mul(scale) inside it.
+
+    A quarter of the bytes cross to the device (and through the pre-processing), and the
+    scaling is exactly what ``preprocess.to_float`` does: float32(pixel) * float32(scale).
+    """
+    graph = onnx_model.graph
+    source = graph.input[0]
+    name = source.name
+    scaled = f"{name}__scaled"
+    for node in graph.node:  # readers of the float input now read the scaled tensor
+        for i, item in enumerate(node.input):
+            if item == name:
+                node.input[i] = scaled
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in source.type.tensor_type.shape.dim]
+    new_input = helper.make_tensor_value_info(name, TensorProto.UINT8, dims)
+    graph.initializer.append(numpy_helper.from_array(np.array(scale, dtype=np.float32), f"{name}__scale"))
+    graph.node.insert(0, helper.make_node("Mul", [f"{name}__float", f"{name}__scale"], [scaled], name=f"{name}__Mul"))
+    graph.node.insert(0, helper.make_node("Cast", [name], [f"{name}__float"], to=TensorProto.FLOAT,
+                                          name=f"{name}__Cast"))
+    graph.input.remove(source)
+    graph.input.insert(0, new_input)
     return onnx_model
 
 
@@ -69,11 +97,19 @@ def contract_for(model, dynamic_size: bool = False, depth: int | None = None, **
                    **overrides)
 
 
-def convert(model, dynamic_size: bool = False, opset: int = DEFAULT_OPSET,
+def convert(model, dynamic_size: bool = False, opset: int = DEFAULT_OPSET, uint8_input: bool = True,
             **contract_fields) -> tuple[onnx.ModelProto, ModelContract]:
-    """Convert in memory and attach the contract; nothing is written (the caller checks parity first)."""
+    """Convert in memory and attach the contract; nothing is written (the caller checks parity first).
+
+    ``uint8_input`` (default): the model takes uint8 pixels and scales them in the graph;
+    False keeps the float32 [0, 1] input of earlier exports.
+    """
     onnx_model = to_onnx_model(model, dynamic_size, opset)
+    if uint8_input:
+        contract_fields = {**contract_fields, "input_dtype": "uint8"}
     contract = contract_for(model, dynamic_size=dynamic_size, depth=pool_depth(onnx_model), **contract_fields)
+    if uint8_input:
+        add_uint8_input(onnx_model, contract.scale)
     return attach_contract(onnx_model, contract), contract
 
 
@@ -84,9 +120,9 @@ def save_onnx(onnx_model: onnx.ModelProto, path: str | os.PathLike) -> Path:
 
 
 def export_onnx(model, output: str | os.PathLike, dynamic_size: bool = False, opset: int = DEFAULT_OPSET,
-                **contract_fields) -> tuple[onnx.ModelProto, ModelContract]:
+                uint8_input: bool = True, **contract_fields) -> tuple[onnx.ModelProto, ModelContract]:
     """Convert ``model`` and write it to ``output`` with its contract. No parity check here."""
-    onnx_model, contract = convert(model, dynamic_size, opset, **contract_fields)
+    onnx_model, contract = convert(model, dynamic_size, opset, uint8_input, **contract_fields)
     save_onnx(onnx_model, output)
     log.info("wrote %s", output)
     return onnx_model, contract

@@ -31,7 +31,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from unetlite.infer.contract import ModelContract
-from unetlite.infer.preprocess import prepare
+from unetlite.infer.session import prepare_input
 
 from .convert import attach_contract, save_onnx
 from .parity import ParityResult, agreement, onnx_probabilities
@@ -65,7 +65,9 @@ def _reader(images: Sequence[np.ndarray], contract: ModelContract, input_name: s
 
         def get_next(self):
             image = next(self._images, None)
-            return None if image is None else {input_name: prepare(image, contract)[None]}
+            if image is None:
+                return None
+            return {input_name: prepare_input(image, contract, dtype=contract.input_dtype)[None]}
 
     return ImageReader()
 

@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "unetlite.infer.evaluate",
     "unetlite.infer.info",
     "unetlite.infer.bench",
+    "unetlite.infer.serve",
     "unetlite.train.cli",
     "unetlite.export.cli",
 )
@@ -41,8 +42,24 @@ def require_tensorflow(command: str) -> None:
         raise MissingTensorFlow(2) from None
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("unetlite")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (``| head``): stop quietly, as 'cat' does (128 + SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    return 141
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unetlite", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"unetlite {_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
@@ -60,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here for buffered output
+        return code
     except MissingTensorFlow as exc:
         return int(exc.code)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

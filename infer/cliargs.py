@@ -43,12 +43,27 @@ def add_limit_argument(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_MAX_PIXELS // 1_000_000}M)")
 
 
+def backend(text: str) -> str:
+    """--providers: auto, cpu, cuda or openvino (onnxruntime's own provider names also accepted)."""
+    from .backends import parse_backend
+    try:
+        return parse_backend(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --providers, --threads, --threshold."""
+    """--model, --int8, --providers, --precision, --threads, --threshold."""
+    from .backends import PRECISIONS
     parser.add_argument("--model", type=Path, help="ONNX model (default: the bundled one)")
-    parser.add_argument("--providers", default="auto",
-                        help="auto (CUDA then CPU), cpu, cuda, or onnxruntime provider names (default: auto)")
-    parser.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--int8", action="store_true",
+                        help="run the int8 twin <model stem>.int8.onnx next to the model (the bundled one has it)")
+    parser.add_argument("--providers", type=backend, default="auto", metavar="{auto,cpu,cuda,openvino}",
+                        help="runtime: auto = CUDA when a GPU is present, else OpenVINO when installed, "
+                             "else onnxruntime CPU (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default) or bf16 (OpenVINO on CPUs with bf16 units; faster, less exact)")
+    parser.add_argument("--threads", type=positive_int, help="inference threads (default: the CPUs this process may use)")
     parser.add_argument("--threshold", type=probability, help="probability threshold (default: the model's)")
 
 
@@ -59,7 +74,8 @@ def open_segmenter(args: argparse.Namespace, command: str):
     """
     from .session import ModelLoadError, Segmenter
     try:
-        return Segmenter(args.model, providers=args.providers, threads=args.threads, spin=False)
+        return Segmenter(args.model, providers=args.providers, threads=args.threads, spin=False,
+                         precision=getattr(args, "precision", "fp32"), int8=getattr(args, "int8", False))
     except ModelLoadError as exc:
         print(f"unetlite {command}: {exc}", file=sys.stderr)
         return None

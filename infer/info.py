@@ -1,20 +1,18 @@
-"""`unetlite info MODEL.onnx`: what a model file is and how to feed it (no TensorFlow needed).
+"""`unetlite info [MODEL.onnx]`: what a model file is and how to feed it.
 
-Uses the ``onnx`` package when it is installed (opset, parameter count, graph details);
-otherwise onnxruntime's model metadata, and says what could not be read.
+Needs nothing beyond the base install (no TensorFlow, no onnx package): the file is read
+with a small protobuf reader. Without an argument it describes the bundled model.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
+import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .contract import PREFIX, ModelContract
-
-log = logging.getLogger(__name__)
 
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -37,96 +35,63 @@ class ModelInfo:
     parameters: int | None = None
     nodes: int | None = None
     op_counts: dict[str, int] = field(default_factory=dict)
-    unavailable: list[str] = field(default_factory=list)
 
 
 def parameter_count(model) -> int:
     """Learned numbers in the graph: initializer elements, leaving out quantization scales and
-    zero points and integer shape/index constants, so fp32 and int8 twins count the same."""
-    import numpy as np
+    zero points, scalar constants and integer shape/index constants, so fp32 and int8 twins (and
+    uint8-input exports) count the same.
 
+    ``model``: an ``onnx_wire.OnnxFile``.
+    """
     not_weights, dequantized = set(), set()
-    for node in model.graph.node:
+    for node in model.nodes:
         if node.op_type in _QDQ:
-            not_weights.update(node.input[1:])
+            not_weights.update(node.inputs[1:])
             if node.op_type == "DequantizeLinear":
-                dequantized.add(node.input[0])
+                dequantized.add(node.inputs[0])
     total = 0
-    for init in model.graph.initializer:
-        if init.name in not_weights:
+    for init in model.initializers:
+        if init.name in not_weights or not init.dims:  # scalars: the input scale, epsilons -- not learned
             continue
         is_float = init.data_type in (1, 10, 11, 16)  # float, float16, double, bfloat16
         if is_float or init.name in dequantized:
-            total += int(np.prod(init.dims, dtype=np.int64))
+            total += math.prod(init.dims)
     return total
 
 
-def _dims(shape) -> list:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
-
-
-def _from_onnx(path: Path) -> ModelInfo:
-    import onnx
-    from onnx import TensorProto
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise InfoError(f"{path}: not an ONNX model ({reason})") from None
-    if model.ir_version <= 0 or not model.graph.node:
-        raise InfoError(f"{path}: not an ONNX model (no graph)")
-    initializers = {init.name for init in model.graph.initializer}
-
-    def describe(values):
-        return [{"name": v.name, "type": TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower(),
-                 "shape": _dims(v.type.tensor_type.shape)} for v in values if v.name not in initializers]
-
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    ops: dict[str, int] = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    meta = {p.key: p.value for p in model.metadata_props}
-    producer = " ".join(x for x in (model.producer_name, model.producer_version) if x)
-    return ModelInfo(path=str(path), file_bytes=path.stat().st_size, inputs=describe(model.graph.input),
-                     outputs=describe(model.graph.output), contract=None, metadata=meta, producer=producer,
-                     opset=opset, ir_version=model.ir_version, parameters=parameter_count(model),
-                     nodes=len(model.graph.node), op_counts=dict(sorted(ops.items(), key=lambda kv: -kv[1])))
-
-
-def _from_onnxruntime(path: Path) -> ModelInfo:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise InfoError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:120]})") from None
-    meta = session.get_modelmeta()
-
-    def describe(values):
-        return [{"name": v.name, "type": v.type.replace("tensor(", "").rstrip(")"),
-                 "shape": list(v.shape)} for v in values]
-
-    return ModelInfo(path=str(path), file_bytes=path.stat().st_size, inputs=describe(session.get_inputs()),
-                     outputs=describe(session.get_outputs()), contract=None,
-                     metadata=dict(meta.custom_metadata_map), producer=meta.producer_name,
-                     unavailable=["opset", "ir_version", "parameters", "nodes", "op_counts"])
-
-
 def inspect(path: str | Path) -> ModelInfo:
-    """Describe an ONNX file; raises InfoError (one line) for a missing or non-ONNX file."""
+    """Describe an ONNX file; raises InfoError (one line) for a missing or non-ONNX file.
+
+    Reads the protobuf directly (onnx_wire): needs neither the onnx package nor TensorFlow.
+    """
+    from .onnx_wire import DATA_TYPES, WireError, read
+
     path = Path(path)
     if not path.is_file():
         raise InfoError(f"{path}: {'is a directory' if path.is_dir() else 'file not found'}")
     try:
-        import onnx  # noqa: F401
-    except ImportError:
-        log.info("onnx is not installed: using onnxruntime's metadata only")
-        info = _from_onnxruntime(path)
-    else:
-        info = _from_onnx(path)
+        model = read(path)
+    except WireError as exc:
+        raise InfoError(f"{path}: not an ONNX model ({exc})") from None
+    except OSError as exc:
+        raise InfoError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not model.nodes:
+        raise InfoError(f"{path}: not an ONNX model (no graph)")
+    initializers = {init.name for init in model.initializers}
+
+    def describe(values):
+        return [{"name": v.name, "type": DATA_TYPES.get(v.elem_type, str(v.elem_type)), "shape": v.shape}
+                for v in values if v.name not in initializers]
+
+    ops: dict[str, int] = {}
+    for node in model.nodes:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    info = ModelInfo(path=str(path), file_bytes=path.stat().st_size, inputs=describe(model.inputs),
+                     outputs=describe(model.outputs), contract=None, metadata=model.metadata,
+                     producer=model.producer, opset=model.opset, ir_version=model.ir_version,
+                     parameters=parameter_count(model), nodes=len(model.nodes),
+                     op_counts=dict(sorted(ops.items(), key=lambda kv: -kv[1])))
     ours = {k: v for k, v in info.metadata.items() if k.startswith(PREFIX)}
     if ours:
         try:
@@ -143,7 +108,7 @@ def _shape(shape: list) -> str:
 
 
 def format_info(info: ModelInfo) -> str:
-    na = "unavailable (install onnx)"
+    na = "unknown"
     lines = [f"model       {info.path} ({info.file_bytes / 1e6:.2f} MB)"]
     if info.producer:
         lines.append(f"producer    {info.producer}")
@@ -176,15 +141,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="show a model's contract, inputs/outputs, opset and size",
                        description="Describe an ONNX model file: the unetlite contract stored in it, "
                                    "inputs and outputs, opset, parameter count and file size.")
-    p.add_argument("model", type=Path, help="ONNX file")
+    p.add_argument("model", type=Path, nargs="?", help="ONNX file (default: the bundled model)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .session import ModelLoadError, default_model_path
     try:
-        info = inspect(args.model)
-    except InfoError as exc:
+        info = inspect(args.model if args.model is not None else default_model_path())
+    except (InfoError, ModelLoadError) as exc:
         print(f"unetlite info: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(asdict(info), indent=2) if args.json else format_info(info))

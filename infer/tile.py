@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import to_float
-
 TILE_BATCH = 8
 
 
@@ -46,7 +44,7 @@ def predict_tiled(segmenter, rgb: np.ndarray, overlap: float = 0.5) -> np.ndarra
     weight = np.zeros((full_h, full_w), np.float32)
     for i in range(0, len(origins), TILE_BATCH):
         chunk = origins[i:i + TILE_BATCH]
-        batch = np.stack([to_float(padded[y:y + tile_h, x:x + tile_w], segmenter.contract) for y, x in chunk])
+        batch = np.stack([segmenter.prepare(padded[y:y + tile_h, x:x + tile_w], (tile_h, tile_w)) for y, x in chunk])
         for (y, x), prob in zip(chunk, segmenter.run(batch)):
             total[y:y + tile_h, x:x + tile_w] += prob * window
             weight[y:y + tile_h, x:x + tile_w] += window

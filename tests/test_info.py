@@ -1,4 +1,5 @@
-"""`unetlite info`: contract, shapes, opset, parameter count; errors; no TensorFlow; no-onnx fallback."""
+"""`unetlite info`: contract, shapes, opset, parameter count; errors; no TensorFlow or onnx needed;
+`unetlite --version`; a closed pipe ends quietly."""
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def test_info_text_and_json(tiny_keras, tiny_onnx, capsys):
     assert code == 0, err
     assert f"parameters  {model.count_params():,}" in out
     assert "opset       17" in out
-    assert "input       image  float  [?, ?, ?, 3]" in out
+    assert "input       image  uint8  [?, ?, ?, 3]" in out      # new exports take uint8 pixels
     assert "output      probability  float  [?, ?, ?, 1]" in out
+    assert "input_dtype     uint8" in out
     assert "dynamic_size    True" in out and "size_multiple   8" in out
     assert f"training_data   {contract.training_data}" in out
     assert f"({tiny_onnx.stat().st_size / 1e6:.2f} MB)" in out
@@ -50,7 +52,7 @@ def test_info_text_and_json(tiny_keras, tiny_onnx, capsys):
     assert data["opset"] == 17 and data["file_bytes"] == tiny_onnx.stat().st_size
     assert data["contract"] == json.loads(json.dumps(asdict(contract)))
     assert [i["name"] for i in data["inputs"]] == ["image"] and data["inputs"][0]["shape"][3] == 3
-    assert data["op_counts"]["Conv"] == 15 and data["unavailable"] == []
+    assert data["op_counts"]["Conv"] == 15 and data["inputs"][0]["type"] == "uint8"
 
 
 def test_int8_counts_the_same_parameters(tiny_keras, int8_model, capsys):
@@ -77,26 +79,57 @@ def test_bad_files_one_line_error(kind, tmp_path, capsys):
 
 _SUBPROCESS = """
 import json, sys
-if sys.argv[2] == "no-onnx":
-    sys.modules["onnx"] = None  # import onnx -> ImportError, as on a machine without it
+for name in ("onnx", "tensorflow", "keras"):
+    sys.modules[name] = None  # import -> ImportError, as on a base install
 from unetlite.infer.cli import main
-code = main(["info", sys.argv[1]])
-print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}))
+code = main(["info", *sys.argv[1:]])
+print(json.dumps({"code": code, "loaded": [m for m in ("onnx", "tensorflow", "keras") if sys.modules.get(m)]}))
 """
 
 
-@pytest.mark.parametrize("mode", ["onnx", "no-onnx"])
-def test_info_needs_no_tensorflow_and_falls_back_without_onnx(tiny_onnx, mode):
-    result = subprocess.run([sys.executable, "-c", _SUBPROCESS, str(tiny_onnx), mode],
+def _info_base_install(*argv) -> tuple[dict, str]:
+    result = subprocess.run([sys.executable, "-c", _SUBPROCESS, *map(str, argv)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     *text, status = result.stdout.strip().splitlines()
-    status = json.loads(status)
-    assert status == {"code": 0, "tensorflow": False, "keras": False}
-    text = "\n".join(text)
-    assert "input       image  float  [?, ?, ?, 3]" in text and "size_multiple   8" in text
-    if mode == "no-onnx":
-        assert "opset       unavailable (install onnx)" in text
-        assert "parameters  unavailable (install onnx)" in text
-    else:
-        assert "opset       17" in text
+    return json.loads(status), "\n".join(text)
+
+
+def test_info_needs_neither_tensorflow_nor_onnx(tiny_onnx, tiny_keras):
+    status, text = _info_base_install(tiny_onnx)
+    assert status == {"code": 0, "loaded": []}
+    assert "input       image  uint8  [?, ?, ?, 3]" in text and "size_multiple   8" in text
+    assert "opset       17" in text and f"parameters  {tiny_keras[0].count_params():,}" in text
+
+
+def test_info_without_argument_describes_the_bundled_model():
+    from unetlite.infer.session import default_model_path
+
+    status, text = _info_base_install()
+    assert status == {"code": 0, "loaded": []}
+    path = default_model_path()
+    assert f"model       {path} ({path.stat().st_size / 1e6:.2f} MB)" in text
+    assert "opset       17" in text
+    import numpy as np
+    import onnx
+
+    weights = sum(int(np.prod(i.dims)) for i in onnx.load(str(path)).graph.initializer if i.data_type == 1)
+    assert f"parameters  {weights:,}" in text  # counted independently by the onnx package
+    assert "input       image  float  [?, 256, 256, 3]" in text
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"unetlite {version('unetlite')}"
+
+
+def test_closed_pipe_ends_quietly():
+    """`unetlite info | head -0`: the reader is gone before anything is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "unetlite.infer.cli", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child has imported anything, so its first write hits a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""
