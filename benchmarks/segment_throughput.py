@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from unetlite.infer.imageio import read_image, write_atomic
-from unetlite.infer.preprocess import prepare
-from unetlite.infer.segment import collect_jobs, segment_jobs
+from unetlite.infer.naming import collect_jobs
+from unetlite.infer.segment import SegmentSettings, segment_jobs
 from unetlite.infer.session import Segmenter
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGES = Path(os.environ.get("UNETLITE_SHARED_DATA", REPO.parent / "shared" / "data")) / "oxford_pets" / "images"
+SHARED = Path(os.environ.get("UNETLITE_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_IMAGES = SHARED / "oxford_pets" / "images"
 
 
 def main() -> int:
@@ -39,12 +40,13 @@ def main() -> int:
 
     segmenter = Segmenter(args.model, providers="cpu", spin=False)  # as `unetlite segment` runs it
     with tempfile.TemporaryDirectory() as tmp:
-        jobs, _ = collect_jobs([str(args.images)], Path(tmp), "mask")
-        prepared = np.stack([prepare(read_image(j.source), segmenter.contract) for j in jobs])
+        jobs = collect_jobs([str(args.images)], Path(tmp), "mask").jobs
+        prepared = np.stack([segmenter.prepare(read_image(j.source)) for j in jobs])
+        settings = SegmentSettings("mask", args.batch_size)
         segmenter.run(prepared[: args.batch_size])  # warm-up
         pipeline, pure = [], []
         for _ in range(args.repeats):
-            summary = segment_jobs(segmenter, jobs, "mask", args.batch_size, overwrite=True, progress=False)
+            summary = segment_jobs(segmenter, jobs, settings, progress=False)
             assert summary.done == len(jobs) and not summary.failed, summary.line()
             pipeline.append(summary.images_per_second)
             start = time.perf_counter()
@@ -52,15 +54,21 @@ def main() -> int:
                 segmenter.run(prepared[i:i + args.batch_size])
             pure.append(len(prepared) / (time.perf_counter() - start))
     result = {"images": len(jobs), "batch_size": args.batch_size, "provider": segmenter.provider,
-              "segment_images_per_s": statistics.median(pipeline), "pure_inference_images_per_s": statistics.median(pure),
+              "segment_images_per_s": statistics.median(pipeline),
+              "pure_inference_images_per_s": statistics.median(pure),
               "runs": {"segment": pipeline, "pure_inference": pure}}
     result["segment_vs_pure"] = result["segment_images_per_s"] / result["pure_inference_images_per_s"]
     result["target"] = {"want": ">= 0.85", "met": result["segment_vs_pure"] >= 0.85}
+    report(result, args.out)
+    return 0
+
+
+def report(result: dict, out: Path | None) -> None:
+    """Print the benchmark's JSON; also write it (atomically) to ``out`` when given."""
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out:
-        write_atomic(args.out, text.encode())
-    return 0
+    if out:
+        write_atomic(out, text.encode())
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-filters", type=int, metavar="N", help="with --untrained (default 8)")
     p.add_argument("--depth", type=int, metavar="N", help="with --untrained (default 6)")
     p.add_argument("--input-size", type=int, metavar="N", help="with --untrained (default 256)")
+    p.add_argument("--float-input", action="store_true",
+                   help="float32 [0, 1] input as in earlier exports (default: uint8 pixels, scaled inside the graph)")
     p.add_argument("--dynamic-size", action="store_true",
                    help="accept any height/width that is a multiple of 2**depth (default: the checkpoint's size)")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset, >= 17 (default 17)")
@@ -211,7 +213,8 @@ def _export(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     source = args.checkpoint or "untrained model"
     try:
-        onnx_model, contract = convert(model, dynamic_size=args.dynamic_size, opset=args.opset, **fields)
+        onnx_model, contract = convert(model, dynamic_size=args.dynamic_size, opset=args.opset,
+                                       uint8_input=not args.float_input, **fields)
     except Exception as exc:  # tf2onnx raises anything from shape errors to unsupported ops
         log.debug("conversion failed", exc_info=True)
         print(f"unetlite export: {source}: conversion failed ({str(exc).strip().splitlines()[0][:200]})",

@@ -39,6 +39,16 @@ class Layout:
     lists: Path   # folder holding trainval.txt / test.txt
 
 
+def breed_of(name: str) -> str:
+    """Oxford-IIIT Pet names are BREED_NUMBER: ``american_bulldog_78`` -> ``american_bulldog``."""
+    return name.rsplit("_", 1)[0] if "_" in name else name
+
+
+def species_of(breed: str) -> str:
+    """"cat" or "dog": the dataset capitalises cat breeds (``Bengal``) and not dog breeds (``boxer``)."""
+    return "cat" if breed[:1].isupper() else "dog"
+
+
 def find_layout(root: str | Path) -> Layout:
     """Detect which of the two layouts ``root`` uses."""
     root = Path(root)

@@ -12,14 +12,14 @@ import io
 import json
 import logging
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .cliargs import add_engine_arguments, open_segmenter, positive_int
+from .cliargs import add_engine_arguments, add_limit_argument, open_segmenter, positive_int
+from .imageio import DEFAULT_MAX_PIXELS
 from .metrics import confusion, iou_from_counts
 
 if TYPE_CHECKING:  # the CLI imports this module for argparse only: keep cv2 out until run()
@@ -40,6 +40,13 @@ class ImageScore:
     pixel_accuracy: float
     foreground_true: int
     foreground_pred: int
+    intersection: int = 0
+    union: int = 0
+
+    @property
+    def breed(self) -> str:
+        from .dataset import breed_of
+        return breed_of(self.name)
 
 
 @dataclass
@@ -79,7 +86,7 @@ class EvalResult:
         """Score one prediction against its binary target and accumulate it."""
         intersection, union, correct, total = confusion(truth, pred)
         score = ImageScore(name, iou_from_counts(intersection, union), correct / total,
-                           int(np.count_nonzero(truth)), int(np.count_nonzero(pred)))
+                           int(np.count_nonzero(truth)), int(np.count_nonzero(pred)), intersection, union)
         self.intersection += intersection
         self.union += union
         self.correct += correct
@@ -88,81 +95,111 @@ class EvalResult:
         return score
 
 
-@dataclass
-class _Loaded:
-    pair: Pair
-    image: np.ndarray | None = None
-    truth: np.ndarray | None = None
-    error: str | None = None
-
-
-def _load(pair: Pair) -> _Loaded:
-    from .imageio import ImageReadError, read_image, read_label
+def _pair_loader(segmenter, tile: bool, max_pixels: int | None):
+    """load(pair, reserve) -> (Decoded, binary target): segment's image loader plus the trimap."""
+    from .imageio import ImageReadError, read_label
     from .preprocess import trimap_to_mask
-    try:
-        # Trimaps are aligned with the stored pixels: do not apply EXIF orientation.
-        image = read_image(pair.image, apply_orientation=False)
-        trimap = read_label(pair.trimap)
-    except ImageReadError as exc:
-        return _Loaded(pair, error=str(exc))
-    if not np.isin(trimap, (1, 2, 3)).all():  # e.g. a 0/255 mask: scoring it would be silently wrong
-        return _Loaded(pair, error=f"{pair.trimap}: values outside {{1, 2, 3}}: not an Oxford-IIIT Pet trimap")
-    return _Loaded(pair, image, trimap_to_mask(trimap))
+    from .segment import SegmentSettings, image_loader
+
+    # Trimaps are aligned with the stored pixels: no EXIF orientation, no reduced decode.
+    load_image = image_loader(segmenter, SegmentSettings(tile=tile, max_pixels=max_pixels, reduced_decode=False),
+                              apply_orientation=False)
+
+    def load(pair: Pair, reserve):
+        decoded = load_image(pair.image, reserve)
+        trimap = read_label(pair.trimap, max_pixels=max_pixels)
+        if not np.isin(trimap, (1, 2, 3)).all():  # e.g. a 0/255 mask: scoring it would be silently wrong
+            raise ImageReadError(pair.trimap, "values outside {1, 2, 3}: not an Oxford-IIIT Pet trimap")
+        return decoded, trimap_to_mask(trimap)
+
+    return load
 
 
-def _batches(pairs: Sequence[Pair], batch_size: int, workers: int = 2) -> Iterator[list[_Loaded]]:
-    """Decode the next batch in background threads while the current one is inferred."""
-    chunks = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(_load, p) for p in chunks[0]] if chunks else []
-        for k in range(len(chunks)):
-            current = [f.result() for f in pending]
-            pending = [pool.submit(_load, p) for p in chunks[k + 1]] if k + 1 < len(chunks) else []
-            yield current
+def _message(pair: Pair, exc: BaseException) -> str:
+    """"path: reason" naming the file that failed."""
+    from .imageio import ImageReadError, display_path
+    from .readahead import one_line
+    return str(exc) if isinstance(exc, ImageReadError) else f"{display_path(pair.image)}: {one_line(exc)}"
 
 
 def evaluate(segmenter, pairs: Sequence[Pair], batch_size: int = 8, tile: bool = False,
-             threshold: float | None = None, progress: bool = False) -> EvalResult:
+             threshold: float | None = None, progress: bool = False, clean: bool = False, tta: bool = False,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> EvalResult:
     """Predict every pair with ``segmenter`` (a Segmenter) and score it against its trimap.
 
-    Unreadable pairs are recorded in ``result.failed`` (and logged) and skipped.
+    Decoding runs ahead in segment's pipeline (same loader, same memory budget, same
+    post-processing). Unreadable pairs are recorded in ``result.failed`` (and logged) and skipped.
     """
     from tqdm import tqdm
 
-    from .preprocess import resize_image
+    from .postprocess import postprocess
+    from .readahead import read_ahead
+    from .segment import infer_batch
 
+    thr = segmenter.contract.threshold if threshold is None else threshold
     result = EvalResult()
     bar = tqdm(total=len(pairs), unit="img", disable=not progress, file=sys.stderr)
-    for batch in _batches(list(pairs), max(1, batch_size)):
+    for batch in read_ahead(list(pairs), _pair_loader(segmenter, tile, max_pixels), max(1, batch_size)):
+        good = []
         for item in batch:
-            if item.error:
-                log.warning("%s, skipped", item.error)
-                result.failed.append(item.error)
-        good = [item for item in batch if item.error is None]
-        segs = segmenter.predict([item.image for item in good], tile=tile, threshold=threshold)
-        for item, seg in zip(good, segs):
-            prob = seg.probability
-            if prob.shape != item.truth.shape:  # image and trimap stored at different sizes
-                log.info("%s: image %s vs trimap %s, scoring at the trimap's size",
-                         item.pair.name, prob.shape, item.truth.shape)
-                prob = resize_image(prob, item.truth.shape, "linear")
-            result.add(item.pair.name, item.truth, (prob >= seg.threshold).astype(np.uint8))
+            if item.error is None:
+                good.append(item)
+                continue
+            message = _message(item.item, item.error)
+            log.warning("%s, skipped", message)
+            result.failed.append(message)
+        try:
+            probs = infer_batch(segmenter, [item.value[0] for item in good], tile, tta) if good else []
+        except Exception as exc:  # the batch's images are counted as failed, the run goes on
+            probs = []
+            for item in good:
+                result.failed.append(_message(item.item, exc))
+            good = []
+        for item, prob in zip(good, probs):
+            truth = item.value[1]
+            # compared at the trimap's resolution, whatever size the image was stored at
+            seg = postprocess(prob, truth.shape, thr, clean)
+            result.add(item.item.name, truth, seg.mask)
+        for item in batch:
+            item.release()
         bar.update(len(batch))
     bar.close()
     return result
 
 
+def breed_scores(scores: Sequence[ImageScore]) -> dict[str, dict]:
+    """Per breed (name before the last '_'): species, images, dataset IoU, mean image IoU, pixel accuracy."""
+    from .dataset import species_of
+    groups: dict[str, list[ImageScore]] = {}
+    for s in scores:
+        groups.setdefault(s.breed, []).append(s)
+    return {breed: {"species": species_of(breed), **_group_summary(group)} for breed, group in sorted(groups.items())}
+
+
+def species_scores(scores: Sequence[ImageScore]) -> dict[str, dict]:
+    """The same numbers for all cats and all dogs."""
+    from .dataset import species_of
+    groups: dict[str, list[ImageScore]] = {}
+    for s in scores:
+        groups.setdefault(species_of(s.breed) + "s", []).append(s)
+    return {k: _group_summary(v) for k, v in sorted(groups.items())}
+
+
+def _group_summary(group: Sequence[ImageScore]) -> dict:
+    return {"images": len(group),
+            "iou": iou_from_counts(sum(s.intersection for s in group), sum(s.union for s in group)),
+            "mean_image_iou": float(np.mean([s.iou for s in group])),
+            "worst_image_iou": float(min(s.iou for s in group))}
+
+
 def write_per_image_csv(path: str | Path, scores: Sequence[ImageScore]) -> None:
     """One row per scored image (atomic write)."""
-    from dataclasses import astuple
-
     from .imageio import write_atomic
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for s in scores:
-        name, iou, acc, fg_true, fg_pred = astuple(s)
-        writer.writerow([name, f"{iou:.6f}", f"{acc:.6f}", fg_true, fg_pred])
+        writer.writerow([s.name, f"{s.iou:.6f}", f"{s.pixel_accuracy:.6f}", s.foreground_true, s.foreground_pred])
     write_atomic(path, buf.getvalue().encode())
 
 
@@ -177,14 +214,28 @@ def format_table(result: EvalResult) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def format_breed_table(result: EvalResult) -> str:
+    """One row per breed, then cats and dogs: images, dataset IoU, mean and worst image IoU."""
+    rows = [(breed, v["species"], v) for breed, v in breed_scores(result.per_image).items()]
+    rows += [(group, "", v) for group, v in species_scores(result.per_image).items()]
+    width = max([len("breed")] + [len(r[0]) for r in rows])
+    lines = [f"{'breed':<{width}}  species  images     IoU  mean IoU  worst IoU"]
+    for i, (name, species, v) in enumerate(rows):
+        if i == len(rows) - len(species_scores(result.per_image)):
+            lines.append("-" * len(lines[0]))
+        lines.append(f"{name:<{width}}  {species:<7}  {v['images']:>6}  {v['iou']:.4f}  {v['mean_image_iou']:>8.4f}"
+                     f"  {v['worst_image_iou']:>9.4f}")
+    return "\n".join(lines)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a model on labelled pet images (IoU, pixel accuracy)",
                        description="Score an ONNX model against Oxford-IIIT Pet trimaps (pet = 1; background "
                                    "and border = 0), compared at each trimap's resolution.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, metavar="DIR",
+    src.add_argument("--data", type=Path, metavar="DIR", action="append",
                      help="dataset root in the Oxford layout (images/, annotations/trimaps/, annotations/test.txt) "
-                          "or the flat one (images/, trimaps/, test.txt)")
+                          "or the flat one (images/, trimaps/, test.txt); repeat to score several together")
     src.add_argument("--images", type=Path, metavar="DIR", help="folder of images (needs --trimaps)")
     p.add_argument("--trimaps", type=Path, metavar="DIR", help="folder of NAME.png trimaps (with --images)")
     p.add_argument("--list", type=Path, metavar="FILE",
@@ -194,6 +245,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_arguments(p)
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per inference call (default: 8)")
     p.add_argument("--tile", action="store_true", help="segment at native resolution with overlapping tiles")
+    p.add_argument("--clean", action="store_true", help="score masks after clean-up (main regions, holes filled)")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image (2x the work)")
+    p.add_argument("--by-breed", action="store_true",
+                   help="also score each breed (name before the last '_') and cats vs dogs; with --json under "
+                        "'by_breed' and 'by_species'")
+    add_limit_argument(p)
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N pairs")
     p.add_argument("--json", action="store_true", help=f"print one JSON object with keys {', '.join(SUMMARY_KEYS)}")
     p.add_argument("--per-image", type=Path, metavar="FILE", help=f"write a CSV: {', '.join(CSV_FIELDS)}")
@@ -202,9 +259,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _pairs_from_args(args: argparse.Namespace):
-    from .dataset import discover, find_pairs
+    from .dataset import PairList, discover, find_pairs
     if args.data is not None:
-        return discover(args.data, args.split)
+        pairs = PairList()
+        for root in args.data:
+            found = discover(root, args.split)
+            pairs += found
+            pairs.missing += found.missing
+        return pairs
     if args.trimaps is None:
         raise ValueError("--images needs --trimaps")
     for flag, folder in (("--images", args.images), ("--trimaps", args.trimaps)):
@@ -225,14 +287,15 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         pairs = pairs[:max(0, args.limit)]
     if not pairs:
-        where = args.data if args.data is not None else f"{args.images} + {args.trimaps}"
+        where = ", ".join(map(str, args.data)) if args.data is not None else f"{args.images} + {args.trimaps}"
         print(f"unetlite eval: no image/trimap pairs found in {where}", file=sys.stderr)
         return 2
     segmenter = open_segmenter(args, "eval")
     if segmenter is None:
         return 2
     result = evaluate(segmenter, pairs, batch_size=args.batch_size, tile=args.tile, threshold=args.threshold,
-                      progress=not (args.no_progress or args.json))
+                      progress=not (args.no_progress or args.json), clean=args.clean, tta=args.tta,
+                      max_pixels=args.max_pixels)
     result.failed[:0] = missing
     if args.per_image is not None:
         write_per_image_csv(args.per_image, result.per_image)
@@ -240,7 +303,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"unetlite eval: none of the {len(result.failed)} pair(s) could be read; nothing to score",
               file=sys.stderr)
         return 2
-    print(json.dumps(result.summary()) if args.json else format_table(result))
+    if args.json:
+        summary = result.summary()
+        if args.by_breed:
+            summary |= {"by_breed": breed_scores(result.per_image), "by_species": species_scores(result.per_image)}
+        print(json.dumps(summary))
+    else:
+        print(format_table(result))
+        if args.by_breed:
+            print()
+            print(format_breed_table(result))
     if result.failed:
         print(f"unetlite eval: {len(result.failed)} pair(s) failed and were skipped", file=sys.stderr)
         return 1

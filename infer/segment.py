@@ -1,217 +1,381 @@
 """`unetlite segment`: segment files, folders and globs into masks, cutouts or overlays.
 
-Decode (+ resize) and encode (+ write) run in thread pools around the inference loop,
-with bounded look-ahead, so a folder of JPEGs runs close to pure inference speed
-without ever holding the whole folder in memory. Outputs are written atomically and
-existing ones are skipped, so an interrupted run simply resumes.
+Decoding runs ahead of inference in a reader pool bounded by a byte budget
+(readahead.py), encoding and writing in a writer pool; every output is written
+atomically and durably and recorded in OUT's manifest, which is what resume trusts
+(manifest.py). Naming rules: naming.py. Any failure of one file becomes a row of
+OUT/failures.csv; the batch always goes on.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
-import glob
 import io
 import logging
+import signal
 import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .cliargs import add_engine_arguments, open_segmenter, positive_int
-from .imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, write_atomic, write_image
-from .outputs import FORMATS, render
+from .cliargs import add_engine_arguments, add_limit_argument, open_segmenter, positive_int
+from .imageio import DEFAULT_MAX_PIXELS, display_path
+from .naming import Job, NamingError, collect_jobs
+from .outputs import FORMATS
+from .readahead import one_line
 
 log = logging.getLogger(__name__)
 
+FAILURES_NAME = "failures.csv"
+REDUCED_DECODE_FORMATS = frozenset({"mask", "prob"})   # outputs that never show the photo's own pixels
+# Working bytes per output pixel in the writer (float probability, mask, rendered picture,
+# colour conversion and encoder buffers): what the read-ahead budget reserves.
+WRITER_BYTES_PER_PIXEL = {"mask": 8, "prob": 8, "cutout": 20, "overlay": 20, "side-by-side": 36}
+
 
 @dataclass(frozen=True)
-class Job:
-    source: Path
-    output: Path
+class SegmentSettings:
+    """How a run segments and writes (the pixel-changing part is the manifest's OutputConfig)."""
+
+    fmt: str = "mask"
+    batch_size: int = 4
+    tile: bool = False
+    threshold: float | None = None      # None: the model's
+    clean: bool = False
+    tta: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    reduced_decode: bool = True          # mask/prob: decode JPEGs at reduced size, write at full size
+    workers: int | None = None           # reader and writer threads (default: from usable CPUs)
+    budget_bytes: int | None = None      # read-ahead memory (default: readahead.DEFAULT_BUDGET_BYTES)
 
 
 @dataclass
 class Summary:
+    """Counts of a run; ``failed`` rows are (printable path, one-line reason)."""
+
     done: int = 0
     skipped: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    redone: dict[str, int] = field(default_factory=dict)   # why existing outputs were redone -> count
     seconds: float = 0.0
+    interrupted: int = 0     # exit code of the signal that stopped the run (130, 143, 129); 0: ran to the end
 
     @property
     def images_per_second(self) -> float:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
-    def line(self) -> str:
-        return (f"{self.done} done, {self.skipped} skipped (already there), {len(self.failed)} failed "
-                f"in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)")
+    def line(self, where: str = "") -> str:
+        """The one summary line: counts, rate, ``where`` (e.g. " on CPU -> out"), why outputs were redone."""
+        text = (f"{self.done} done, {self.skipped} skipped (already done), {len(self.failed)} failed "
+                f"in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s){where}")
+        text += "".join(f"; {count} redone because {why}" for why, count in self.redone.items())
+        return text + ("; interrupted (the rest resumes on the next run)" if self.interrupted else "")
 
 
-def _output_for(rel: Path, out_dir: Path, ext: str, taken: set[Path]) -> Path:
-    """OUT/rel with the format's extension; 'a.jpg' and 'a.png' side by side keep apart."""
-    out = out_dir / rel.with_suffix(ext)
-    if out in taken:
-        out = out_dir / rel.with_name(rel.name + ext)
-    taken.add(out)
-    return out
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so a run ends like Ctrl-C."""
+
+    def __init__(self, exit_code: int):
+        super().__init__(exit_code)
+        self.exit_code = exit_code
 
 
-def _glob_base(pattern: str) -> Path:
-    """The folder part of a glob before its first wildcard: outputs mirror paths below it."""
-    parts = Path(pattern).parts
-    fixed = [p for p in parts[:next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))]]
-    return Path(*fixed) if fixed else Path(".")
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run like Ctrl-C: outputs written so far stay, the summary is printed."""
+    codes = {getattr(signal, name): code for name, code in (("SIGTERM", 143), ("SIGHUP", 129)) if hasattr(signal, name)}
+
+    def handler(signum, _frame):
+        raise Stopped(codes[signum])
+
+    previous = {}
+    try:
+        for sig in codes:
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # under nohup SIGHUP stays ignored
+                previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
-def collect_jobs(inputs: list[str], out_dir: Path, fmt: str, recursive: bool = False) -> tuple[list[Job], list[str]]:
-    """(jobs, inputs that matched nothing). Folder contents are filtered by image extension;
-    files named explicitly are always tried (and reported if they are not images)."""
-    ext = FORMATS[fmt]
-    jobs, missing, taken = [], [], set()
-    for spec in inputs:
-        path = Path(spec)
-        if path.is_dir():
-            found = path.rglob("*") if recursive else path.iterdir()
-            files = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                           and not p.name.startswith("."))
-            jobs += [Job(f, _output_for(f.relative_to(path), out_dir, ext, taken)) for f in files]
-        elif path.is_file():
-            jobs.append(Job(path, _output_for(Path(path.name), out_dir, ext, taken)))
-        elif glob.has_magic(spec):
-            base = _glob_base(spec)
-            files = sorted(Path(p) for p in glob.glob(spec, recursive=recursive) if Path(p).is_file())
-            if not files:
-                missing.append(spec)
-            jobs += [Job(f, _output_for(f.relative_to(base), out_dir, ext, taken)) for f in files]
-        else:
-            missing.append(spec)
-    return jobs, missing
+@dataclass
+class Decoded:
+    """A loaded image: what inference and the writer need of it."""
+
+    rgb: np.ndarray | None          # None once only the model input is needed (mask/prob)
+    model_input: np.ndarray | None  # None in tile mode
+    size: tuple[int, int]           # the output's (height, width): the oriented original
 
 
-def _decode(job: Job, segmenter, tile: bool):
-    """Reader thread: decode and, in resize mode, prepare the model input."""
-    from .preprocess import prepare
-    rgb = read_image(job.source)
-    return rgb, (None if tile else prepare(rgb, segmenter.contract))
+def image_loader(segmenter, settings: SegmentSettings, apply_orientation: bool = True) -> Callable:
+    """The read-ahead loader ``load(path, reserve) -> Decoded`` of segment and eval: read the
+    header, reserve the memory the image will need, decode (reduced when the output never
+    shows the photo's pixels), prepare the model input."""
+    from .imageio import _read_bytes, decode_image, image_size
+
+    reduce = settings.reduced_decode and settings.fmt in REDUCED_DECODE_FORMATS and not settings.tile
+    keep_rgb = settings.tile or settings.fmt not in REDUCED_DECODE_FORMATS
+    per_pixel = WRITER_BYTES_PER_PIXEL[settings.fmt] + (8 if settings.tile else 0)
+
+    def load(path: Path, reserve: Callable[[int], None]) -> Decoded:
+        data = _read_bytes(path)
+        size = image_size(data, apply_orientation)
+        if size is not None and (settings.max_pixels is None or size[0] * size[1] <= settings.max_pixels):
+            reserve(len(data) + size[0] * size[1] * (3 + per_pixel))  # decode_image refuses the rest unallocated
+        rgb = decode_image(data, path, apply_orientation, settings.max_pixels,
+                           reduce_to=segmenter.contract.input_size if reduce and size else None)
+        del data
+        if size is None:  # header not readable here: OpenCV's own limit bounded the decode
+            size = rgb.shape[:2]
+            reserve(size[0] * size[1] * (3 + per_pixel))
+        model_input = None if settings.tile else segmenter.prepare(rgb)
+        return Decoded(rgb if keep_rgb else None, model_input, (int(size[0]), int(size[1])))
+
+    return load
 
 
-def _encode(job: Job, rgb: np.ndarray, probability: np.ndarray, fmt: str, threshold: float) -> None:
-    """Writer thread: back to the original size, threshold, render, write atomically."""
+def _flip_average(probs: np.ndarray, flipped: np.ndarray) -> np.ndarray:
+    return (probs + flipped[..., ::-1]) * np.float32(0.5)
+
+
+def infer_batch(segmenter, decoded: Sequence[Decoded], tile: bool = False, tta: bool = False) -> list[np.ndarray]:
+    """Probabilities for a batch: model resolution, or full size in tile mode (``tta``: flip-averaged)."""
+    if tile:
+        from .tile import predict_tiled
+        probs = [predict_tiled(segmenter, d.rgb) for d in decoded]
+        if tta:
+            probs = [_flip_average(p, predict_tiled(segmenter, d.rgb[:, ::-1])) for p, d in zip(probs, decoded)]
+        return probs
+    batch = np.stack([d.model_input for d in decoded])
+    probs = segmenter.run(batch)
+    if tta:
+        probs = _flip_average(probs, segmenter.run(np.ascontiguousarray(batch[:, :, ::-1])))
+    return list(probs)
+
+
+def _write(job: Job, decoded: Decoded, probability: np.ndarray, settings: SegmentSettings,
+           threshold: float) -> tuple[tuple[int, int], int]:
+    """Writer thread: the one post-processing, render, encode, durable atomic write -> (size, bytes)."""
+    from .imageio import encode_image, write_atomic
+    from .outputs import render
     from .postprocess import postprocess
-    seg = postprocess(probability, rgb.shape[:2], threshold)
-    write_image(job.output, render(fmt, rgb, seg.probability, seg.mask))
+
+    seg = postprocess(probability, decoded.size, threshold, settings.clean)
+    data = encode_image(render(settings.fmt, decoded.rgb, seg.probability, seg.mask), FORMATS[settings.fmt])
+    write_atomic(job.output, data)
+    return decoded.size, len(data)
 
 
-def segment_jobs(segmenter, jobs: list[Job], fmt: str = "mask", batch_size: int = 4, tile: bool = False,
-                 threshold: float | None = None, overwrite: bool = False, workers: int = 2,
+def segment_jobs(segmenter, jobs: Sequence[Job], settings: SegmentSettings = SegmentSettings(),
+                 on_written: Callable[[Job, tuple[int, int], int], None] | None = None,
                  progress: bool = True) -> Summary:
-    """Run every job; failures are reported by name and collected, never raised."""
+    """Segment and write every job (no resume logic here: pass only the jobs to do).
+
+    ``on_written(job, size, bytes)`` runs in the writer thread after each durable write
+    (segment's manifest append). Failures are reported by name and collected, never raised.
+    """
     from tqdm import tqdm
 
-    threshold = segmenter.contract.threshold if threshold is None else threshold
+    from .readahead import DEFAULT_BUDGET_BYTES, ByteBudget, pool_size, read_ahead
+
+    threshold = segmenter.contract.threshold if settings.threshold is None else settings.threshold
+    workers = settings.workers or pool_size()
+    budget = ByteBudget(settings.budget_bytes or DEFAULT_BUDGET_BYTES)
     summary = Summary()
-    todo = [j for j in jobs if overwrite or not j.output.exists()]
-    summary.skipped = len(jobs) - len(todo)
     started = time.perf_counter()
-    lookahead = max(2 * batch_size, 4)
-    bar = tqdm(total=len(todo), unit="img", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(jobs), unit="img", disable=not progress, file=sys.stderr)
 
-    def fail(job: Job, reason: str) -> None:
-        summary.failed.append((str(job.source), reason))
-        tqdm.write(f"unetlite segment: {job.source}: {reason}", file=sys.stderr)
+    def fail(job: Job, exc: BaseException) -> None:
+        reason = one_line(exc)
+        summary.failed.append((display_path(job.source), reason))
+        tqdm.write(f"unetlite segment: {display_path(job.source)}: {reason}", file=sys.stderr)
+        bar.update()
 
-    with ThreadPoolExecutor(workers, "decode") as readers, ThreadPoolExecutor(workers, "encode") as writers:
-        pending_reads: deque[tuple[Job, Future]] = deque()
-        pending_writes: deque[tuple[Job, Future]] = deque()
-        queue = iter(todo)
+    def write_task(item, prob: np.ndarray) -> None:
+        try:
+            size, nbytes = _write(item.item, item.value, prob, settings, threshold)
+            if on_written is not None:
+                on_written(item.item, size, nbytes)
+        finally:
+            item.release()
 
-        def refill() -> None:
-            while len(pending_reads) < lookahead:
-                job = next(queue, None)
-                if job is None:
-                    return
-                pending_reads.append((job, readers.submit(_decode, job, segmenter, tile)))
+    pending: deque[tuple[Job, Future]] = deque()
 
-        def drain_writes(limit: int) -> None:
-            while len(pending_writes) > limit:
-                job, fut = pending_writes.popleft()
-                try:
-                    fut.result()
-                    summary.done += 1
-                except (OSError, ValueError) as exc:
-                    fail(job, f"cannot write {job.output} ({exc})")
-                bar.update()
-
-        refill()
-        while pending_reads:
-            batch: list[tuple[Job, np.ndarray, np.ndarray | None]] = []
-            while pending_reads and len(batch) < batch_size:
-                job, fut = pending_reads.popleft()
-                try:
-                    batch.append((job, *fut.result()))
-                except ImageReadError as exc:
-                    fail(job, exc.reason)
-                    bar.update()
-                refill()
-            if not batch:
+    def drain(limit: int) -> None:
+        while len(pending) > limit or (pending and pending[0][1].done()):
+            job, fut = pending.popleft()
+            try:
+                fut.result()
+            except Exception as exc:
+                fail(job, exc)
                 continue
-            if tile:
-                probs = [segmenter.predict([rgb], tile=True)[0].probability for _, rgb, _ in batch]
-            else:
-                probs = segmenter.run(np.stack([prepared for _, _, prepared in batch]))
-            for (job, rgb, _), prob in zip(batch, probs):
-                pending_writes.append((job, writers.submit(_encode, job, rgb, prob, fmt, threshold)))
-            drain_writes(lookahead)
-        drain_writes(0)
+            summary.done += 1
+            bar.update()
+
+    load = image_loader(segmenter, settings)
+    batches = read_ahead(jobs, lambda job, reserve: load(job.source, reserve), settings.batch_size, workers, budget)
+
+    def run_batch(batch, writers: ThreadPoolExecutor) -> None:
+        good = [item for item in batch if item.error is None]
+        for item in batch:
+            if item.error is not None:
+                fail(item.item, item.error)
+        if not good:
+            return
+        try:
+            probs = infer_batch(segmenter, [item.value for item in good], settings.tile, settings.tta)
+        except Exception as exc:  # e.g. an image too small or odd for the model, out of memory
+            for item in good:
+                item.release()
+                fail(item.item, exc)
+            return
+        for item, prob in zip(good, probs):
+            item.value.model_input = None
+            pending.append((item.item, writers.submit(write_task, item, prob)))
+        drain(2 * settings.batch_size + workers)
+
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="write") as writers:
+            for batch in batches:
+                run_batch(batch, writers)
+            drain(0)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: what was written stays written
+        summary.interrupted = getattr(exc, "exit_code", 130)
+        batches.close()
+        drain(0)  # the writes that finished while stopping count as done
     bar.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def write_failures(path: Path, failed: list[tuple[str, str]]) -> None:
+def failures_csv(failed: Sequence[tuple[str, str]]) -> bytes:
+    """failures.csv's content: a header, then one (printable path, one-line reason) row per failure."""
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "reason"])
     writer.writerows(failed)
-    write_atomic(path, buf.getvalue().encode())
+    return buf.getvalue().encode("utf-8")
+
+
+def write_failures(path: Path, failed: Sequence[tuple[str, str]]) -> str | None:
+    """Write failures.csv atomically; returns a one-line error instead of raising."""
+    from .imageio import write_atomic
+    try:
+        write_atomic(path, failures_csv(failed))
+    except OSError as exc:
+        return f"cannot write {display_path(path)} ({one_line(exc)})"
+    return None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment images: files, folders, globs",
-                       description="Segment images and write one output per image under OUT, mirroring the "
-                                   "inputs' folder structure. Existing outputs are skipped (resume).")
+                       description="Segment images and write one output per image under OUT: the source's full "
+                                   "name plus the format's extension (cat.jpg -> cat.jpg.png); folders mirror the "
+                                   "paths below them, files and globs their path below the current folder (else "
+                                   "their bare name). Outputs that OUT's manifest shows were made from the same "
+                                   "source with the same settings are kept (resume); others are redone.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
     p.add_argument("--format", dest="fmt", choices=list(FORMATS), default="mask",
                    help="mask: 0/255 PNG (default); cutout: RGBA PNG with transparent background; overlay: "
                         "colour overlay JPEG; prob: 8-bit probability PNG; side-by-side: image | mask | image*mask")
-    p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
+    p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders ('**' in globs)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="images per inference call (default: 4)")
     p.add_argument("--tile", action="store_true", help="segment at native resolution with overlapping tiles")
-    p.add_argument("--overwrite", action="store_true", help="redo images whose output already exists")
+    p.add_argument("--clean", action="store_true",
+                   help="keep the main foreground regions and fill holes enclosed by them")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image (2x the work)")
+    p.add_argument("--overwrite", action="store_true", help="redo every output, even those the manifest shows done")
+    p.add_argument("--no-reduced-decode", dest="reduced_decode", action="store_false", help=argparse.SUPPRESS)
     add_engine_arguments(p)
+    add_limit_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    jobs, missing = collect_jobs(args.inputs, args.output, args.fmt, args.recursive)
-    for spec in missing:
-        print(f"unetlite segment: {spec}: no such file, folder or matching glob", file=sys.stderr)
-    if not jobs:
-        print("unetlite segment: no input images found", file=sys.stderr)
-        return 2
+def _usage_error(message: str) -> int:
+    print(f"unetlite segment: {message}", file=sys.stderr)
+    return 2
+
+
+def _finish(summary: Summary, out: Path, provider: str) -> int:
+    """failures.csv (or one line saying it could not be written), the summary line, the exit code."""
+    failures = out / FAILURES_NAME
+    trailer = ""
+    if summary.failed:
+        error = write_failures(failures, summary.failed)
+        if error:
+            print(f"unetlite segment: {error}", file=sys.stderr)
+        else:
+            trailer = f"; see {display_path(failures)}"
+    elif failures.is_file() and not summary.interrupted:
+        failures.unlink()  # it described an earlier run, whose failures are all done now
+    print(summary.line(f" on {provider} -> {display_path(out)}") + trailer)
+    return summary.interrupted or (1 if summary.failed else 0)
+
+
+def _segment_locked(args: argparse.Namespace, jobs: Sequence[Job]) -> tuple[Summary, str] | None:
+    """With OUT locked: clear stale temps, load the model, plan the resume, run. None: model failed."""
+    from .imageio import remove_stale_temps
+    from .manifest import Manifest, OutputConfig, file_sha256, load_records, make_record, plan_resume
+
+    removed = remove_stale_temps(args.output)
+    if removed:
+        log.info("removed %d temp file(s) left by an interrupted run", removed)
     segmenter = open_segmenter(args, "segment")
     if segmenter is None:
+        return None
+    threshold = segmenter.contract.threshold if args.threshold is None else args.threshold
+    config = OutputConfig(args.fmt, threshold, file_sha256(segmenter.path), args.clean, args.tile, args.tta)
+    plan = plan_resume(jobs, config, load_records(args.output), args.overwrite)
+    settings = SegmentSettings(args.fmt, args.batch_size, args.tile, args.threshold, args.clean, args.tta,
+                               args.max_pixels, args.reduced_decode)
+    manifest = Manifest(args.output)
+    try:
+        summary = segment_jobs(segmenter, plan.todo, settings,
+                               lambda job, size, n: manifest.append(make_record(job, config, size, n)),
+                               progress=not args.no_progress)
+    finally:
+        manifest.close()
+    summary.skipped = len(plan.done)
+    summary.redone = {v.value: n for v, n in plan.redone.items()}
+    return summary, segmenter.provider
+
+
+def run(args: argparse.Namespace) -> int:
+    from .manifest import OutputBusy, RunLock, load_records, recorded_outputs
+
+    out: Path = args.output
+    if out.exists() and not out.is_dir():
+        return _usage_error(f"{display_path(out)}: -o must be a folder, and this is an existing file")
+    records = load_records(out) if out.is_dir() else {}
+    try:
+        collected = collect_jobs(args.inputs, out, args.fmt, args.recursive, exclude=recorded_outputs(out, records))
+    except NamingError as exc:
+        return _usage_error(str(exc))
+    for path, reason in collected.problems:
+        print(f"unetlite segment: {path}: {reason}", file=sys.stderr)
+    if not collected.jobs:
+        return _usage_error("no input images found")
+    try:
+        with RunLock(out), stop_on_signals():
+            result = _segment_locked(args, collected.jobs)
+    except OutputBusy as exc:
+        return _usage_error(str(exc))
+    except OSError as exc:
+        return _usage_error(f"{display_path(out)}: cannot write here ({exc.strerror or exc})")
+    if result is None:
         return 2
-    summary = segment_jobs(segmenter, jobs, args.fmt, args.batch_size, args.tile, args.threshold,
-                           args.overwrite, progress=not args.no_progress)
-    summary.failed += [(spec, "no such file, folder or matching glob") for spec in missing]
-    if summary.failed:
-        write_failures(args.output / "failures.csv", summary.failed)
-    print(f"{summary.line()} on {segmenter.provider} -> {args.output}"
-          + (f"; see {args.output / 'failures.csv'}" if summary.failed else ""))
-    return 1 if summary.failed else 0
+    summary, provider = result
+    summary.failed[:0] = collected.problems
+    return _finish(summary, out, provider)
