@@ -31,6 +31,11 @@ def _contract(path: Path) -> ModelContract:
     return ModelContract.from_metadata({p.key: p.value for p in onnx.load(str(path)).metadata_props})
 
 
+def _spread(names: list[str], count: int) -> list[str]:
+    """Up to `count` names evenly spread over the list (it is sorted by breed)."""
+    return names[::max(1, len(names) // count)][:count]
+
+
 def _linked(folder: Path, names: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for n in names:
@@ -40,16 +45,14 @@ def _linked(folder: Path, names: list[str]) -> Path:
 
 @pytest.fixture(scope="module")
 def calibration_dir(pets_dir, tmp_path_factory) -> Path:
-    """16 trainval images spread over the breeds (the list is sorted by breed)."""
-    names = pet_names("trainval")
-    return _linked(tmp_path_factory.mktemp("calib"), names[::len(names) // 16][:16])
+    """16 trainval images spread over the breeds (all 16 of the in-repo fixture set)."""
+    return _linked(tmp_path_factory.mktemp("calib"), _spread(pet_names("trainval"), 16))
 
 
 @pytest.fixture(scope="module")
 def test_images_dir(pets_dir, tmp_path_factory) -> Path:
-    """Test-split images: never seen by training or calibration."""
-    names = pet_names("test")
-    return _linked(tmp_path_factory.mktemp("test_images"), names[::len(names) // 24][:24])
+    """Up to 24 test-split images (8 in the fixture set): never seen by training or calibration."""
+    return _linked(tmp_path_factory.mktemp("test_images"), _spread(pet_names("test"), 24))
 
 
 def _export(capsys, *argv) -> tuple[int, str, str]:
@@ -231,7 +234,8 @@ def test_split_concat_convs_is_exact(tiny_onnx):
     assert rewritten == 3  # one per decoder level (depth 3), found also in a dynamic-size graph
     assert not any(n.op_type == "Concat" and "concat" in n.name for n in split.graph.node)
     onnx.checker.check_model(split)
-    x = prepare(read_image(PETS / "images" / f"{pet_names('test', 1)[0]}.jpg"), ModelContract(), (64, 96))[None]
+    image = read_image(PETS / "images" / f"{pet_names('test', 1)[0]}.jpg")
+    x = Segmenter(tiny_onnx, providers="cpu").prepare(image, (64, 96))[None]  # the model's own input dtype
     a = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})
     b = ort.InferenceSession(split.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})
     np.testing.assert_allclose(a[0], b[0], atol=1e-5)
@@ -248,7 +252,8 @@ def test_int8_export_agrees_with_fp32(tiny_keras, calibration_dir, test_images_d
     assert code == 0, err
     int8_path = tmp_path / "tiny.int8.onnx"
     assert f"wrote {int8_path}" in out
-    assert "calibrated on 16 images" in out and "16 other images" in out
+    evaluated = min(16, len(list(test_images_dir.iterdir())))  # --eval-count defaults to 16
+    assert "calibrated on 16 images" in out and f"{evaluated} other images" in out
     match = INT8.search(out)
     assert match, out
     iou, max_diff = float(match.group(1)), float(match.group(3))
