@@ -11,21 +11,18 @@ for the same folder into a fresh temp folder each run, alternating plain / Ray f
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGES = Path(os.environ.get("UNETLITE_SHARED_DATA", REPO.parent / "shared" / "data")) / "oxford_pets" / "images"
+from _report import PETS_IMAGES, emit  # benchmarks/ is on sys.path when run as a script
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of images (default: the 491 shared pets)")
+    p.add_argument("--images", type=Path, default=PETS_IMAGES, help="folder of images (default: the 491 shared pets)")
     p.add_argument("--limit", type=int, help="only the first N images (smoke runs)")
     p.add_argument("--model", type=Path, help="ONNX model (default: the bundled one)")
     p.add_argument("--batch-size", type=int, default=4)
@@ -38,7 +35,7 @@ def main() -> int:
     import ray
 
     from unetlite.infer.distributed import segment_jobs_on_ray
-    from unetlite.infer.imageio import write_atomic
+    from unetlite.infer.backends import available_cpus
     from unetlite.infer.naming import collect_jobs
     from unetlite.infer.segment import SegmentSettings, segment_jobs
     from unetlite.infer.session import Segmenter
@@ -64,15 +61,12 @@ def main() -> int:
                     print(f"{mode}: {summary.line()}", file=sys.stderr)
     finally:
         ray.shutdown()
-    result = {"images": len(jobs), "batch_size": args.batch_size, "cpus": os.cpu_count(),
+    result = {"images": len(jobs), "batch_size": args.batch_size, "cpus": available_cpus(),
               "plain_provider": segmenter.provider, "ray": ran, "ray_init_s": ray_init_s,
               "plain_images_per_s": statistics.median(plain), "ray_images_per_s": statistics.median(on_ray),
               "runs": {"plain": plain, "ray": on_ray}}
     result["ray_vs_plain"] = result["ray_images_per_s"] / result["plain_images_per_s"]
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        write_atomic(args.out, text.encode())
+    emit(result, args.out)
     return 0
 
 

@@ -9,19 +9,15 @@ issue's targets checked. Inputs that are absent are skipped with a note, never f
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 
+from _report import REPO, SHARED_DATA, emit  # benchmarks/ is on sys.path when run as a script
 from unetlite.infer.bench import (FP32, OV_INT8, BenchConfig, BenchError, add_bench_arguments, benchmark,
                                   config_from_args, format_report)
-from unetlite.infer.imageio import write_atomic
 from unetlite.infer.session import ModelLoadError
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("UNETLITE_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_MODEL = REPO / "infer" / "models" / "unet_pets.onnx"
 DEFAULT_KERAS = REPO / "benchmarks" / "model" / "unet_pets.keras"
 DEFAULT_VIDEO = SHARED_DATA / "video" / "vtest_people_768x576.mp4"
@@ -73,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = check_targets(report)
     report["command"] = " ".join([Path(sys.executable).name, "benchmarks/run.py",
                                   *(argv if argv is not None else sys.argv[1:])])
-    write_atomic(args.out, (json.dumps(report, indent=2) + "\n").encode())
+    emit(report, args.out, show=False)
 
     for note in report["notes"]:
         print(note, file=sys.stderr)

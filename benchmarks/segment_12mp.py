@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import statistics
 import subprocess
@@ -22,8 +21,10 @@ from pathlib import Path
 
 import cv2
 
-from segment_throughput import DEFAULT_IMAGES, report  # benchmarks/ is on sys.path when run as a script
+from _report import PETS_IMAGES, emit  # benchmarks/ is on sys.path when run as a script
+from unetlite.infer.backends import available_cpus
 from unetlite.infer.imageio import read_image
+
 MODES = {"reduced_decode": [], "full_decode": ["--no-reduced-decode"]}
 
 
@@ -51,7 +52,7 @@ def run_segment(folder: Path, out: Path, extra: list[str], model: Path | None, b
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of JPEGs to upscale")
+    p.add_argument("--images", type=Path, default=PETS_IMAGES, help="folder of JPEGs to upscale")
     p.add_argument("--count", type=int, default=40, help="photos to make (default: 40)")
     p.add_argument("--megapixels", type=float, default=12.0)
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per mode (default: 3)")
@@ -73,11 +74,11 @@ def main() -> int:
                                               args.batch_size))
     median = {mode: statistics.median(v) for mode, v in runs.items()}
     result = {"images": count, "megapixels": args.megapixels, "rounds": args.rounds, "batch_size": args.batch_size,
-              "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+              "cpus": available_cpus(),
               "images_per_s": median, "runs": runs,
               "speedup": median["reduced_decode"] / median["full_decode"]}
     result["target"] = {"want": ">= 2.0", "met": result["speedup"] >= 2.0}
-    report(result, args.out)
+    emit(result, args.out)
     return 0
 
 

@@ -10,8 +10,6 @@ batch size and the same session. Target: (a) within 15% of (b).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import tempfile
 import time
@@ -19,19 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from unetlite.infer.imageio import read_image, write_atomic
+from _report import PETS_IMAGES, emit  # benchmarks/ is on sys.path when run as a script
+from unetlite.infer.imageio import read_image
 from unetlite.infer.naming import collect_jobs
 from unetlite.infer.segment import SegmentSettings, segment_jobs
 from unetlite.infer.session import Segmenter
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("UNETLITE_SHARED_DATA", REPO.parent / "shared" / "data"))
-DEFAULT_IMAGES = SHARED / "oxford_pets" / "images"
-
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of JPEGs")
+    p.add_argument("--images", type=Path, default=PETS_IMAGES, help="folder of JPEGs")
     p.add_argument("--model", type=Path, help="ONNX model (default: the bundled one)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
@@ -59,16 +54,8 @@ def main() -> int:
               "runs": {"segment": pipeline, "pure_inference": pure}}
     result["segment_vs_pure"] = result["segment_images_per_s"] / result["pure_inference_images_per_s"]
     result["target"] = {"want": ">= 0.85", "met": result["segment_vs_pure"] >= 0.85}
-    report(result, args.out)
+    emit(result, args.out)
     return 0
-
-
-def report(result: dict, out: Path | None) -> None:
-    """Print the benchmark's JSON; also write it (atomically) to ``out`` when given."""
-    text = json.dumps(result, indent=2)
-    print(text)
-    if out:
-        write_atomic(out, text.encode())
 
 
 if __name__ == "__main__":

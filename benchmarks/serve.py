@@ -15,8 +15,6 @@ The load generator runs on the same machine as the server and takes CPU from it.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import re
 import shutil
@@ -28,9 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_IMAGES = Path(os.environ.get("UNETLITE_SHARED_DATA", REPO.parent / "shared" / "data")) / "oxford_pets" / "images"
-FIXTURE_IMAGES = REPO / "tests" / "data" / "pets" / "images"
+from _report import FIXTURE_IMAGES, PETS_IMAGES, emit  # benchmarks/ is on sys.path when run as a script
+
 CLI = [sys.executable, "-m", "unetlite.infer.cli"]
 
 
@@ -127,7 +124,7 @@ def load(url: str, images: list[bytes], concurrency: int, seconds: float | None 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=Path, default=SHARED_IMAGES if SHARED_IMAGES.is_dir() else FIXTURE_IMAGES,
+    p.add_argument("--images", type=Path, default=PETS_IMAGES if PETS_IMAGES.is_dir() else FIXTURE_IMAGES,
                    help="folder of JPEGs (default: the shared Oxford pets, else the test fixtures)")
     p.add_argument("--count", type=int, default=128, help="images taken from the folder (default: 128)")
     p.add_argument("--seconds", type=float, default=30.0, help="per concurrency level (default: 30)")
@@ -175,9 +172,11 @@ def main() -> int:
         proc.wait(60)
 
     import onnxruntime
+
+    from unetlite.infer.backends import available_cpus
     result = {
         "images": len(images), "image_folder": str(args.images), "providers": args.providers,
-        "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "cpus": available_cpus(), "platform": platform.platform(), "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "segment_images_per_s": statistics.median(segment), "segment_runs": segment,
         "levels": levels_out, "memory": memory,
@@ -189,11 +188,7 @@ def main() -> int:
         "c4_vs_segment": {"want": ">= 0.80", "met": result.get("c4_vs_segment", 0) >= 0.8},
         "rss_growth_mb": {"want": "< 50", "met": memory.get("growth_mb") is not None and memory["growth_mb"] < 50},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        from unetlite.infer.imageio import write_atomic
-        write_atomic(args.out, text.encode())
+    emit(result, args.out)
     return 0
 
 

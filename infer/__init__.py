@@ -3,7 +3,7 @@ from .contract import ModelContract
 from .imageio import ImageReadError, read_image
 from .preprocess import prepare, trimap_to_mask
 from .postprocess import Segmentation, postprocess
-from .session import ModelLoadError, Segmenter, default_model_path
+from .session import BackendError, ModelLoadError, Segmenter, default_model_path
 
 __all__ = ["ModelContract", "ImageReadError", "read_image", "prepare", "trimap_to_mask",
-           "ModelLoadError", "Segmentation", "postprocess", "Segmenter", "default_model_path"]
+           "BackendError", "ModelLoadError", "Segmentation", "postprocess", "Segmenter", "default_model_path"]

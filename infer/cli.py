@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``unetlite``; returns the exit code (0 ok, 1 some inputs failed, 2 usage error)."""
+    """Run ``unetlite``; returns the exit code (0 ok, 1 some inputs failed, 2 usage error, 128 + signal)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code)
     except BrokenPipeError:
         return _quiet_broken_pipe()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP as signals.Stopped before a run's own handling
         print("interrupted", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 
-def positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
-    return int(text)
+def whole_number(minimum: int, maximum: int | None, expected: str) -> Callable[[str], int]:
+    """An argparse type for a whole number in [minimum, maximum] (None: no upper bound)."""
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or int(text) < minimum or (maximum is not None and int(text) > maximum):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+        return int(text)
+    return parse
+
+
+positive_int = whole_number(1, None, "a positive integer")
+non_negative_int = whole_number(0, None, "a whole number >= 0")
 
 
 def probability(text: str) -> float:
@@ -23,16 +31,27 @@ def probability(text: str) -> float:
     return value
 
 
-def pixel_count(text: str) -> int:
-    """--max-pixels: a positive integer, optionally with an M suffix (megapixels)."""
+def _with_suffix(text: str) -> int:
+    """'20M' -> 20000000, '1.5K' -> 1500, '42' -> 42 (K and M are powers of 1000); 0 when not a number."""
     raw = text.strip().upper()
+    scale = {"K": 1_000, "M": 1_000_000}.get(raw[-1:], 1)
     try:
-        value = int(float(raw[:-1]) * 1_000_000) if raw.endswith("M") else int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive pixel count such as 100000000 or 100M")
-    return value
+        return int(float(raw[:-1] if scale > 1 else raw) * scale)
+    except (ValueError, OverflowError):  # also 'nan' and 'inf'
+        return 0
+
+
+def positive_count(what: str, example: str) -> Callable[[str], int]:
+    """An argparse type for a positive count written with an optional K or M suffix."""
+    def parse(text: str) -> int:
+        value = _with_suffix(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a positive {what} such as {example}")
+        return value
+    return parse
+
+
+pixel_count = positive_count("pixel count", "100000000 or 100M")   # --max-pixels
 
 
 def add_limit_argument(parser: argparse.ArgumentParser) -> None:

@@ -32,7 +32,8 @@ from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, displ
 from .naming import Job, output_name
 from .outputs import FORMATS
 from .readahead import one_line as failure_reason
-from .segment import REDUCED_DECODE_FORMATS, Decoded, SegmentSettings, Summary
+from .segment import REDUCED_DECODE_FORMATS, Decoded, SegmentSettings, Summary, failures_csv, keeps_rgb
+from .signals import stop_on_signals
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -47,6 +48,10 @@ _RGB, _INPUT, _PROB, _SIZE = "__unetlite_rgb", "__unetlite_input", "__unetlite_p
 
 class MissingRay(Exception):
     """The ``ray[data]`` extra is not installed (one-line message with the install command)."""
+
+
+class RayUnavailable(Exception):
+    """No Ray runtime could be started or joined (one-line message)."""
 
 
 def import_ray():
@@ -160,12 +165,6 @@ def _objects(items: list) -> np.ndarray:
     return out
 
 
-def keeps_rgb(settings: SegmentSettings) -> bool:
-    """Whether the photo's pixels travel past decoding: tiling reads them, and every format but
-    mask/prob shows them (segment's loader drops them otherwise)."""
-    return settings.tile or settings.fmt not in REDUCED_DECODE_FORMATS
-
-
 def _columns(batch: dict[str, np.ndarray], decoded: list, errors: list[str], inputs: ModelInputs,
              settings: SegmentSettings) -> dict[str, np.ndarray]:
     """Add segment's Decoded fields and the error column to a batch. Every batch gets the same
@@ -195,28 +194,20 @@ def _load_rows(batch: dict[str, np.ndarray], load: Callable[[Any, str], Any], ce
 
 def _read_files(batch: dict[str, np.ndarray], inputs: ModelInputs, settings: SegmentSettings) -> dict[str, np.ndarray]:
     """Task: local files through segment's own loader (same decode, same reasons); URIs via pyarrow."""
-    from .segment import image_loader
-    load_local = image_loader(inputs, settings)
+    from .segment import image_decoder, image_loader
+    load_local, decode = image_loader(inputs, settings), image_decoder(inputs, settings)
 
     def load(source: bytes, name: str):
         text = os.fsdecode(source)
         if is_uri(text):
-            return decode_for_model(read_uri(text), text, inputs, settings)
-        return load_local(Path(text), lambda nbytes: None)  # Ray's back-pressure bounds memory here
+            return decode(read_uri(text), text, _no_reserve)
+        return load_local(Path(text), _no_reserve)
 
     return _load_rows(batch, load, batch["source"], [display_path(s) for s in batch["source"]], inputs, settings)
 
 
-def decode_for_model(data: bytes, name: str, inputs: ModelInputs, settings: SegmentSettings):
-    """Encoded bytes -> segment's Decoded, with its loader's choices (header size, reduced JPEG
-    decode for mask/prob, model input); for URIs and dataset cells, which are bytes, not paths."""
-    from .imageio import decode_image, image_size
-    reduce = settings.reduced_decode and settings.fmt in REDUCED_DECODE_FORMATS and not settings.tile
-    size = image_size(data)
-    rgb = decode_image(data, name, max_pixels=settings.max_pixels,
-                       reduce_to=inputs.contract.input_size if reduce and size else None)
-    return Decoded(rgb if keeps_rgb(settings) else None, None if settings.tile else inputs.prepare(rgb),
-                   tuple(int(v) for v in (size or rgb.shape[:2])))
+def _no_reserve(nbytes: int) -> None:
+    """Ray's back-pressure bounds the decoded images in flight, not segment's read-ahead budget."""
 
 
 def as_rgb(value: Any, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -237,12 +228,14 @@ def _decode_column(batch: dict[str, np.ndarray], column: str, path_column: str |
                    settings: SegmentSettings) -> dict[str, np.ndarray]:
     """Task: a column of encoded bytes or of decoded arrays -> model inputs; bad cells become error rows."""
 
+    from .segment import as_decoded, image_decoder
+    decode = image_decoder(inputs, settings)
+
     def load(cell, name: str):
         if isinstance(cell, (bytes, bytearray, memoryview)):
-            return decode_for_model(bytes(cell), name, inputs, settings)
+            return decode(bytes(cell), name, _no_reserve)
         rgb = as_rgb(cell, name, settings.max_pixels)
-        return Decoded(rgb if keeps_rgb(settings) else None, None if settings.tile else inputs.prepare(rgb),
-                       rgb.shape[:2])
+        return as_decoded(inputs, rgb, rgb.shape[:2], settings)
 
     cells = batch.pop(column)
     names = ([str(p) for p in batch[path_column]] if path_column and path_column in batch
@@ -252,9 +245,7 @@ def _decode_column(batch: dict[str, np.ndarray], column: str, path_column: str |
 
 def _finish(batch: dict[str, np.ndarray], settings: SegmentSettings, threshold: float) -> dict[str, np.ndarray]:
     """Task: probability -> original size -> threshold -> the picture segment writes, encoded."""
-    from .imageio import encode_image
-    from .outputs import render
-    from .postprocess import postprocess
+    from .segment import encode_output
     probs, sizes = batch.pop(_PROB), batch[_SIZE]
     rgbs = batch.pop(_RGB) if _RGB in batch else [None] * len(probs)
     errors = list(batch["error"])
@@ -263,8 +254,7 @@ def _finish(batch: dict[str, np.ndarray], settings: SegmentSettings, threshold: 
         data = b""
         if not errors[i]:
             try:
-                seg = postprocess(prob, (int(size[0]), int(size[1])), threshold, settings.clean)
-                data = encode_image(render(settings.fmt, rgb, seg.probability, seg.mask), FORMATS[settings.fmt])
+                data = encode_output(Decoded(rgb, None, (int(size[0]), int(size[1]))), prob, settings, threshold)
             except Exception as exc:
                 errors[i] = failure_reason(exc)
         outputs.append(data)
@@ -321,6 +311,16 @@ def driver_model(model: str | os.PathLike | None, int8: bool = False):
     return Segmenter(model, providers="cpu", threads=1, spin=False, int8=int8)
 
 
+def open_driver_model(args):
+    """driver_model for segment's parsed arguments, or None after a one-line error."""
+    from .session import ModelLoadError
+    try:
+        return driver_model(args.model, args.int8)
+    except ModelLoadError as exc:
+        print(f"unetlite segment: {exc}", file=sys.stderr)
+        return None
+
+
 def segment_dataset(ds: "ray.data.Dataset", model: str | os.PathLike | None = None, fmt: str = "mask",
                     threshold: float | None = None, batch_size: int = 4, workers: int | None = None,
                     providers: str = "cpu", threads: int | None = None, column: str = "bytes",
@@ -356,10 +356,14 @@ def connect(address: str | None) -> tuple[bool, str]:
     its log folder; a runtime the caller already initialised is used as it is."""
     ray = import_ray()
     started = not ray.is_initialized()
-    if started and not address:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    elif started:  # joining: the cluster's own settings (dashboard, resources) are not ours to pass
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        if started and not address:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        elif started:  # joining: the cluster's own settings (dashboard, resources) are not ours to pass
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray runtime"
+        raise RayUnavailable(f"--ray: cannot {where} ({failure_reason(exc)})") from None
     res = ray.cluster_resources()
     nodes = _alive_nodes()
     kind = "local Ray runtime" if started and not address else f"Ray cluster at {address or ray.get_runtime_context().gcs_address}"
@@ -491,34 +495,37 @@ def segment_jobs_on_ray(segmenter, jobs: Sequence[Job | UriJob], settings: Segme
     ray = import_ray()
     summary = Summary()
     if not jobs:  # all done already: no need to start a runtime
-        return summary, "nothing to do"
+        return summary, "Ray (not started: nothing to do)"
     started = time.perf_counter()
     we_started, runtime = connect(address)
     try:
-        _quiet_data_context()
-        plan = cluster_plan(workers, providers, threads)
-        batches = math.ceil(len(jobs) / settings.batch_size)
-        plan = replace(plan, workers=max(1, min(plan.workers, batches)))  # no idle actors for a few images
-        print(f"unetlite segment: {runtime}; {plan.line()}", file=sys.stderr)
-        ran: set[str] = set()
-        settings = replace(settings, workers=None, budget_bytes=None)  # thread pools are Ray's here
-        threshold = segmenter.contract.threshold if settings.threshold is None else settings.threshold
-        inputs = ModelInputs(segmenter.contract, segmenter.input_dtype)
-        items = [{"index": i, "source": os.fsencode(job.source)} for i, job in enumerate(jobs)]
-        blocks = max(math.ceil(len(items) / ROWS_PER_BLOCK), min(len(items), 2 * plan.workers))
-        ds = ray.data.from_items(items, override_num_blocks=blocks)
-        local = any(not is_uri(job.source) for job in jobs)
-        ds = ds.map_batches(_read_files, batch_size=settings.batch_size, batch_format="numpy",
-                            fn_args=(inputs, settings), label_selector=_driver_node() if local else None)
-        ds = _infer_and_finish(ds, segmenter.path, plan, providers, precision, settings, threshold)
-        bar = tqdm(total=len(jobs), unit="img", disable=not progress, file=sys.stderr)
-        try:
-            _collect(ds, jobs, summary, on_written, ran, bar)
-        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: what was written stays written
-            summary.interrupted = getattr(exc, "exit_code", 130)
-        bar.close()
-        summary.seconds = time.perf_counter() - started
-        return summary, f"{' / '.join(sorted(ran)) or 'no inference needed'} on {runtime}, {plan.line()}"
+        # ray.init put in its own SIGTERM handler (sys.exit: no summary, no exit 143): for the job,
+        # SIGTERM and SIGHUP end it like Ctrl-C; its handler is back before the runtime shuts down.
+        with stop_on_signals():
+            _quiet_data_context()
+            plan = cluster_plan(workers, providers, threads)
+            batches = math.ceil(len(jobs) / settings.batch_size)
+            plan = replace(plan, workers=max(1, min(plan.workers, batches)))  # no idle actors for a few images
+            print(f"unetlite segment: {runtime}; {plan.line()}", file=sys.stderr)
+            ran: set[str] = set()
+            settings = replace(settings, workers=None, budget_bytes=None)  # thread pools are Ray's here
+            threshold = segmenter.contract.threshold if settings.threshold is None else settings.threshold
+            inputs = ModelInputs(segmenter.contract, segmenter.input_dtype)
+            items = [{"index": i, "source": os.fsencode(job.source)} for i, job in enumerate(jobs)]
+            blocks = max(math.ceil(len(items) / ROWS_PER_BLOCK), min(len(items), 2 * plan.workers))
+            ds = ray.data.from_items(items, override_num_blocks=blocks)
+            local = any(not is_uri(job.source) for job in jobs)
+            ds = ds.map_batches(_read_files, batch_size=settings.batch_size, batch_format="numpy",
+                                fn_args=(inputs, settings), label_selector=_driver_node() if local else None)
+            ds = _infer_and_finish(ds, segmenter.path, plan, providers, precision, settings, threshold)
+            bar = tqdm(total=len(jobs), unit="img", disable=not progress, file=sys.stderr)
+            try:
+                _collect(ds, jobs, summary, on_written, ran, bar)
+            except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: what was written stays written
+                summary.interrupted = getattr(exc, "exit_code", 130)
+            bar.close()
+            summary.seconds = time.perf_counter() - started
+            return summary, f"{' / '.join(sorted(ran)) or 'no inference needed'} on {runtime}, {plan.line()}"
     finally:
         if we_started:
             ray.shutdown()
@@ -557,40 +564,26 @@ def pending(jobs: Sequence[UriJob], overwrite: bool = False) -> tuple[list[UriJo
     return todo, len(jobs) - len(todo)
 
 
-def failures_csv(failed: Sequence[tuple[str, str]]) -> bytes:
-    import csv
-    import io
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "reason"])
-    writer.writerows(failed)
-    return buf.getvalue().encode("utf-8")
-
-
 def run_uri_segment(args) -> int:
     """`unetlite segment --ray` when an INPUT or OUT is a URI (s3://, gs://, file://...): segment's
     naming, formats, failures.csv and exit codes; resume by existing outputs. ``args`` is segment's
     parsed command line with ``output`` as a string, plus ``ray`` (address or None) and ``ray_workers``."""
-    from .session import ModelLoadError
+    from .segment import settings_from_args
     jobs, problems = collect_uri_jobs(args.inputs, str(args.output), args.fmt, args.recursive)
     for spec, reason in problems:
         print(f"unetlite segment: {spec}: {reason}", file=sys.stderr)
     if not jobs:
         print("unetlite segment: no input images found", file=sys.stderr)
         return 2
-    try:
-        segmenter = driver_model(args.model, getattr(args, "int8", False))
-    except ModelLoadError as exc:
-        print(f"unetlite segment: {exc}", file=sys.stderr)
+    segmenter = open_driver_model(args)
+    if segmenter is None:
         return 2
     todo, done = pending(jobs, args.overwrite)
-    settings = SegmentSettings(args.fmt, args.batch_size, args.tile, args.threshold, getattr(args, "clean", False),
-                               getattr(args, "tta", False), args.max_pixels)
-    from .segment import stop_on_signals
+    settings = settings_from_args(args)
     with stop_on_signals():
         summary, ran = segment_jobs_on_ray(segmenter, todo, settings, progress=not args.no_progress,
                                            providers=args.providers, threads=args.threads,
-                                           precision=getattr(args, "precision", "fp32"),
+                                           precision=args.precision,
                                            address=args.ray or None, workers=args.ray_workers)
     summary.skipped = done
     summary.failed[:0] = problems
@@ -602,5 +595,5 @@ def run_uri_segment(args) -> int:
             trailer = f"; see {out}/failures.csv"
         except (OSError, ValueError) as exc:
             print(f"unetlite segment: cannot write {out}/failures.csv ({failure_reason(exc)})", file=sys.stderr)
-    print(f"{summary.line()} on {ran} -> {out}{trailer}")
+    print(summary.line(f" on {ran} -> {out}") + trailer)
     return summary.interrupted or (1 if summary.failed else 0)

@@ -525,9 +525,6 @@ def read_bytes(path: str | os.PathLike, max_bytes: int | None = byte_limit(DEFAU
     return data
 
 
-_read_bytes = read_bytes  # earlier name, kept for callers not yet updated
-
-
 def read_image(path: str | os.PathLike, apply_orientation: bool = True,
                max_pixels: int | None = DEFAULT_MAX_PIXELS,
                reduce_to: tuple[int, int] | None = None) -> np.ndarray:

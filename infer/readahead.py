@@ -9,12 +9,13 @@ that batch (otherwise nothing could ever free it).
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+
+from .backends import available_cpus
 
 T = TypeVar("T")
 
@@ -22,20 +23,12 @@ DEFAULT_BUDGET_BYTES = 768 * 1024 * 1024   # decoded pixels + output work in fli
 _POLL_SECONDS = 0.05
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (affinity, cgroups via taskset), not the machine's count."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def pool_size(cpus: int | None = None) -> int:
     """Reader (and writer) threads: half the usable CPUs, at least 2, at most 8.
 
     Decoding and PNG encoding release the GIL in OpenCV; inference takes the other half.
     """
-    cpus = usable_cpus() if cpus is None else cpus
+    cpus = available_cpus() if cpus is None else cpus
     return max(2, min(8, cpus // 2))
 
 

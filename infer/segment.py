@@ -9,18 +9,16 @@ OUT/failures.csv; the batch always goes on.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import logging
-import signal
 import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,6 +27,7 @@ from .imageio import DEFAULT_MAX_PIXELS, display_path
 from .naming import Job, NamingError, collect_jobs
 from .outputs import FORMATS
 from .readahead import one_line
+from .signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +54,12 @@ class SegmentSettings:
     budget_bytes: int | None = None      # read-ahead memory (default: readahead.DEFAULT_BUDGET_BYTES)
 
 
+def settings_from_args(args: argparse.Namespace) -> SegmentSettings:
+    """The settings `unetlite segment`'s command line asks for (plain and --ray alike)."""
+    return SegmentSettings(args.fmt, args.batch_size, args.tile, args.threshold, args.clean, args.tta,
+                           args.max_pixels, args.reduced_decode)
+
+
 @dataclass
 class Summary:
     """Counts of a run; ``failed`` rows are (printable path, one-line reason)."""
@@ -78,36 +83,6 @@ class Summary:
         return text + ("; interrupted (the rest resumes on the next run)" if self.interrupted else "")
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised in the main thread so a run ends like Ctrl-C."""
-
-    def __init__(self, exit_code: int):
-        super().__init__(exit_code)
-        self.exit_code = exit_code
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run like Ctrl-C: outputs written so far stay, the summary is printed."""
-    codes = {getattr(signal, name): code for name, code in (("SIGTERM", 143), ("SIGHUP", 129)) if hasattr(signal, name)}
-
-    def handler(signum, _frame):
-        raise Stopped(codes[signum])
-
-    previous = {}
-    try:
-        for sig in codes:
-            if signal.getsignal(sig) is not signal.SIG_IGN:  # under nohup SIGHUP stays ignored
-                previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 @dataclass
 class Decoded:
     """A loaded image: what inference and the writer need of it."""
@@ -117,29 +92,52 @@ class Decoded:
     size: tuple[int, int]           # the output's (height, width): the oriented original
 
 
-def image_loader(segmenter, settings: SegmentSettings, apply_orientation: bool = True) -> Callable:
-    """The read-ahead loader ``load(path, reserve) -> Decoded`` of segment and eval: read the
-    header, reserve the memory the image will need, decode (reduced when the output never
-    shows the photo's pixels), prepare the model input."""
-    from .imageio import _read_bytes, decode_image, image_size
+def keeps_rgb(settings: SegmentSettings) -> bool:
+    """Whether the photo's pixels are needed after decoding: tiling reads them, and every format
+    but mask/prob shows them."""
+    return settings.tile or settings.fmt not in REDUCED_DECODE_FORMATS
+
+
+def as_decoded(segmenter, rgb: np.ndarray, size: tuple[int, int], settings: SegmentSettings) -> Decoded:
+    """A decoded picture -> what inference and the writer keep of it (``size``: the output's)."""
+    return Decoded(rgb if keeps_rgb(settings) else None, None if settings.tile else segmenter.prepare(rgb),
+                   (int(size[0]), int(size[1])))
+
+
+def image_decoder(segmenter, settings: SegmentSettings, apply_orientation: bool = True) -> Callable:
+    """``decode(data, name, reserve) -> Decoded`` for encoded image bytes: read the header,
+    reserve the memory the image will need, decode (reduced when the output never shows the
+    photo's pixels), prepare the model input with ``segmenter.prepare`` (its dtype).
+    ``segmenter`` needs only ``contract`` and ``prepare``."""
+    from .imageio import decode_image, image_size
 
     reduce = settings.reduced_decode and settings.fmt in REDUCED_DECODE_FORMATS and not settings.tile
-    keep_rgb = settings.tile or settings.fmt not in REDUCED_DECODE_FORMATS
     per_pixel = WRITER_BYTES_PER_PIXEL[settings.fmt] + (8 if settings.tile else 0)
 
-    def load(path: Path, reserve: Callable[[int], None]) -> Decoded:
-        data = _read_bytes(path)
+    def decode(data: bytes, name: str | Path, reserve: Callable[[int], None]) -> Decoded:
         size = image_size(data, apply_orientation)
         if size is not None and (settings.max_pixels is None or size[0] * size[1] <= settings.max_pixels):
             reserve(len(data) + size[0] * size[1] * (3 + per_pixel))  # decode_image refuses the rest unallocated
-        rgb = decode_image(data, path, apply_orientation, settings.max_pixels,
+        rgb = decode_image(data, name, apply_orientation, settings.max_pixels,
                            reduce_to=segmenter.contract.input_size if reduce and size else None)
-        del data
         if size is None:  # header not readable here: OpenCV's own limit bounded the decode
             size = rgb.shape[:2]
             reserve(size[0] * size[1] * (3 + per_pixel))
-        model_input = None if settings.tile else segmenter.prepare(rgb)
-        return Decoded(rgb if keep_rgb else None, model_input, (int(size[0]), int(size[1])))
+        return as_decoded(segmenter, rgb, size, settings)
+
+    return decode
+
+
+def image_loader(segmenter, settings: SegmentSettings, apply_orientation: bool = True) -> Callable:
+    """The read-ahead loader ``load(path, reserve) -> Decoded`` of segment and eval: the file's
+    bytes (bounded by what ``max_pixels`` allows), then ``image_decoder``."""
+    from .imageio import byte_limit, read_bytes
+
+    decode = image_decoder(segmenter, settings, apply_orientation)
+    max_bytes = byte_limit(settings.max_pixels)
+
+    def load(path: Path, reserve: Callable[[int], None]) -> Decoded:
+        return decode(read_bytes(path, max_bytes), path, reserve)
 
     return load
 
@@ -163,15 +161,22 @@ def infer_batch(segmenter, decoded: Sequence[Decoded], tile: bool = False, tta: 
     return list(probs)
 
 
-def _write(job: Job, decoded: Decoded, probability: np.ndarray, settings: SegmentSettings,
-           threshold: float) -> tuple[tuple[int, int], int]:
-    """Writer thread: the one post-processing, render, encode, durable atomic write -> (size, bytes)."""
-    from .imageio import encode_image, write_atomic
+def encode_output(decoded: Decoded, probability: np.ndarray, settings: SegmentSettings, threshold: float) -> bytes:
+    """The output file's bytes: the one post-processing, then the format's picture, encoded."""
+    from .imageio import encode_image
     from .outputs import render
     from .postprocess import postprocess
 
     seg = postprocess(probability, decoded.size, threshold, settings.clean)
-    data = encode_image(render(settings.fmt, decoded.rgb, seg.probability, seg.mask), FORMATS[settings.fmt])
+    return encode_image(render(settings.fmt, decoded.rgb, seg.probability, seg.mask), FORMATS[settings.fmt])
+
+
+def _write(job: Job, decoded: Decoded, probability: np.ndarray, settings: SegmentSettings,
+           threshold: float) -> tuple[tuple[int, int], int]:
+    """Writer thread: encode, durable atomic write -> (size, bytes)."""
+    from .imageio import write_atomic
+
+    data = encode_output(decoded, probability, settings, threshold)
     write_atomic(job.output, data)
     return decoded.size, len(data)
 
@@ -284,8 +289,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "paths below them, files and globs their path below the current folder (else "
                                    "their bare name). Outputs that OUT's manifest shows were made from the same "
                                    "source with the same settings are kept (resume); others are redone.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output folder")
+    # nargs="*": `--ray DIR` takes DIR as its address, and run() hands it back (split_ray_argument)
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns "
+                                                              "(with --ray also s3://, gs://, file:// URIs)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (with --ray also a URI)")
     p.add_argument("--format", dest="fmt", choices=list(FORMATS), default="mask",
                    help="mask: 0/255 PNG (default); cutout: RGBA PNG with transparent background; overlay: "
                         "colour overlay JPEG; prob: 8-bit probability PNG; side-by-side: image | mask | image*mask")
@@ -300,6 +307,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_arguments(p)
     add_limit_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run on Ray Data: a local runtime, or the cluster at ADDRESS ('auto', 'ray://HEAD:10001'); "
+                        "same outputs, names, resume and failures.csv (needs pip install 'unetlite[ray]')")
+    p.add_argument("--ray-workers", type=positive_int, metavar="N",
+                   help="with --ray: model replicas (default: one per GPU, else half the cluster's CPUs)")
     p.set_defaults(run=run)
 
 
@@ -324,38 +336,76 @@ def _finish(summary: Summary, out: Path, provider: str) -> int:
     return summary.interrupted or (1 if summary.failed else 0)
 
 
-def _segment_locked(args: argparse.Namespace, jobs: Sequence[Job]) -> tuple[Summary, str] | None:
+def _open_model(args: argparse.Namespace):
+    """The Segmenter, or None after a one-line error. With --ray this is the driver's CPU copy
+    (for the contract and the model file); the Ray workers open their own with --providers."""
+    if args.ray is None:
+        return open_segmenter(args, "segment")
+    from .distributed import open_driver_model
+    return open_driver_model(args)
+
+
+def _run_jobs(args: argparse.Namespace, segmenter, jobs: Sequence[Job], settings: SegmentSettings,
+              on_written: Callable[[Job, tuple[int, int], int], None]) -> tuple[Summary, str]:
+    """segment_jobs here, or the same on Ray (--ray); returns the summary and what ran."""
+    if args.ray is None:
+        return segment_jobs(segmenter, jobs, settings, on_written, progress=not args.no_progress), segmenter.provider
+    from .distributed import segment_jobs_on_ray
+    return segment_jobs_on_ray(segmenter, jobs, settings, on_written, progress=not args.no_progress,
+                               providers=args.providers, threads=args.threads, precision=args.precision,
+                               address=args.ray or None, workers=args.ray_workers)
+
+
+def _segment_locked(args: argparse.Namespace, out: Path, jobs: Sequence[Job]) -> tuple[Summary, str] | None:
     """With OUT locked: clear stale temps, load the model, plan the resume, run. None: model failed."""
     from .imageio import remove_stale_temps
     from .manifest import Manifest, OutputConfig, file_sha256, load_records, make_record, plan_resume
 
-    removed = remove_stale_temps(args.output)
+    removed = remove_stale_temps(out)
     if removed:
         log.info("removed %d temp file(s) left by an interrupted run", removed)
-    segmenter = open_segmenter(args, "segment")
+    segmenter = _open_model(args)
     if segmenter is None:
         return None
     threshold = segmenter.contract.threshold if args.threshold is None else args.threshold
     config = OutputConfig(args.fmt, threshold, file_sha256(segmenter.path), args.clean, args.tile, args.tta)
-    plan = plan_resume(jobs, config, load_records(args.output), args.overwrite)
-    settings = SegmentSettings(args.fmt, args.batch_size, args.tile, args.threshold, args.clean, args.tta,
-                               args.max_pixels, args.reduced_decode)
-    manifest = Manifest(args.output)
+    plan = plan_resume(jobs, config, load_records(out), args.overwrite)
+    settings = settings_from_args(args)
+    manifest = Manifest(out)
     try:
-        summary = segment_jobs(segmenter, plan.todo, settings,
-                               lambda job, size, n: manifest.append(make_record(job, config, size, n)),
-                               progress=not args.no_progress)
+        summary, provider = _run_jobs(args, segmenter, plan.todo, settings,
+                                      lambda job, size, n: manifest.append(make_record(job, config, size, n)))
     finally:
         manifest.close()
     summary.skipped = len(plan.done)
     summary.redone = {v.value: n for v, n in plan.redone.items()}
-    return summary, segmenter.provider
+    return summary, provider
 
 
 def run(args: argparse.Namespace) -> int:
+    from .distributed import MissingRay, RayUnavailable, import_ray, is_uri, run_uri_segment, split_ray_argument
+
+    args.ray, args.inputs = split_ray_argument(args.ray, args.inputs)
+    if not args.inputs:
+        return _usage_error("give at least one INPUT (image file, folder or glob)")
+    uris = [spec for spec in (*args.inputs, args.output) if is_uri(spec)]
+    if args.ray is None:
+        if uris:
+            return _usage_error(f"{uris[0]}: URIs need --ray")
+        if args.ray_workers is not None:
+            return _usage_error("--ray-workers needs --ray")
+        return _run_local(args, Path(args.output))
+    try:
+        import_ray()
+        return run_uri_segment(args) if uris else _run_local(args, Path(args.output))
+    except (MissingRay, RayUnavailable) as exc:
+        return _usage_error(str(exc))
+
+
+def _run_local(args: argparse.Namespace, out: Path) -> int:
+    """A run whose OUT is a local folder: locked, manifest-based resume, failures.csv."""
     from .manifest import OutputBusy, RunLock, load_records, recorded_outputs
 
-    out: Path = args.output
     if out.exists() and not out.is_dir():
         return _usage_error(f"{display_path(out)}: -o must be a folder, and this is an existing file")
     records = load_records(out) if out.is_dir() else {}
@@ -369,7 +419,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error("no input images found")
     try:
         with RunLock(out), stop_on_signals():
-            result = _segment_locked(args, collected.jobs)
+            result = _segment_locked(args, out, collected.jobs)
     except OutputBusy as exc:
         return _usage_error(str(exc))
     except OSError as exc:

@@ -14,25 +14,14 @@ import socket
 import sys
 import time
 
-from .cliargs import add_engine_arguments, add_limit_argument, open_segmenter, positive_int
+from .cliargs import (add_engine_arguments, add_limit_argument, non_negative_int, open_segmenter, positive_count,
+                      positive_int, whole_number)
 
 log = logging.getLogger("unetlite.serve")
 
 SERVE_EXTRA_HINT = "pip install 'unetlite[serve]'"
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-def byte_count(text: str) -> int:
-    """--max-bytes: a positive integer, optionally with a K or M suffix (powers of 1000)."""
-    raw = text.strip().upper()
-    scale = {"K": 1_000, "M": 1_000_000}.get(raw[-1:], 1)
-    try:
-        value = int(float(raw[:-1] if scale > 1 else raw) * scale)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive byte count such as 20000000 or 20M")
-    return value
+byte_count = positive_count("byte count", "20000000 or 20M")                   # --max-bytes
+port_number = whole_number(0, 65535, "a port number 0-65535 (0: any free port)")  # --port
 
 
 def seconds(text: str) -> float:
@@ -43,19 +32,6 @@ def seconds(text: str) -> float:
     if not 0.0 <= value < float("inf"):  # also rejects nan
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds >= 0")
     return value
-
-
-def whole_number(maximum: int | None, expected: str):
-    """An argparse type for a whole number in [0, maximum]."""
-    def parse(text: str) -> int:
-        if not text.strip().isdigit() or (maximum is not None and int(text) > maximum):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
-        return int(text)
-    return parse
-
-
-port_number = whole_number(65535, "a port number 0-65535 (0: any free port)")
-non_negative_int = whole_number(None, "a whole number >= 0")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -170,4 +146,4 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
     server.run(sockets=[sock])
     print(f"unetlite serve: stopped after {state.served} requests", file=sys.stderr, flush=True)
-    return EXIT_CODES.get(server.stop_signal, 0) if server.stop_signal is not None else 0
+    return 0 if server.stop_signal is None else 128 + int(server.stop_signal)  # 130 Ctrl-C, 143 SIGTERM

@@ -20,26 +20,22 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
 
 from . import outputs
-from .cliargs import add_engine_arguments, open_segmenter, positive_int
+from .cliargs import add_engine_arguments, open_segmenter, positive_int, whole_number
 from .imageio import WriteError, commit_temp, display_path, make_temp, remove_stale_temps
 from .postprocess import Segmentation, postprocess
-from .preprocess import prepare
+from .session import Segmenter, prepare_input
+from .signals import exit_code, held_signals, signal_number, stop_on_signals
 from .stream import (FrameReader, LatestFrameReader, QueuedFrameReader, Reconnect, SourceError, SourceInfo,
                      is_live, is_url, open_source)
-
-if TYPE_CHECKING:  # onnxruntime is imported only when a command runs
-    from .session import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +48,6 @@ DEFAULT_RECONNECT = 3
 # A file is reported as truncated (exit 1) when fewer frames than this fraction of what its
 # container declares could be decoded; a frame or two of difference is left to container quirks.
 MIN_DECODED_FRACTION = 0.98
-# Signals that end a run like Ctrl-C does: the output so far is saved; exit 128 + signal number.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class VideoWriteError(Exception):
@@ -66,61 +60,6 @@ class VideoNotSaved(VideoWriteError):
 
 class DisplayError(Exception):
     """No window can be shown here (one-line reason)."""
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised in the main thread and handled exactly like Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def signal_number(exc: KeyboardInterrupt) -> int:
-    """The signal behind an interruption (Ctrl-C is SIGINT)."""
-    return getattr(exc, "signum", signal.SIGINT)
-
-
-def _raise_stop(signum: int, frame) -> None:
-    raise KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """For the block's duration SIGTERM and SIGHUP raise ``Stopped`` (Ctrl-C already raises
-    KeyboardInterrupt). A signal that is ignored (``nohup``) stays ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    for signum in STOP_SIGNALS:
-        if signum != signal.SIGINT and signal.getsignal(signum) is not signal.SIG_IGN:
-            previous[signum] = signal.signal(signum, _raise_stop)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextmanager
-def held_signals(reraise: bool = True) -> Iterator[list[int]]:
-    """Hold stop signals until the block ends, so a frame is either written and counted or not
-    at all; then raise for the first one caught (``reraise``) or just report them in the list."""
-    caught: list[int] = []
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            handler = signal.getsignal(signum)
-            if handler is signal.default_int_handler or handler is _raise_stop:  # not ignored or customised
-                previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
-    try:
-        yield caught
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if caught and reraise:
-        _raise_stop(caught[0], None)
 
 
 @dataclass(frozen=True)
@@ -232,7 +171,7 @@ class TemporalSmoother:
 class FramePipeline:
     """BGR frame -> probability -> rendered BGR frame, with the smoothing state."""
 
-    def __init__(self, segmenter: "Segmenter", options: VideoOptions):
+    def __init__(self, segmenter: Segmenter, options: VideoOptions):
         contract = segmenter.contract
         self.segmenter = segmenter
         self.fmt = options.fmt
@@ -249,7 +188,7 @@ class FramePipeline:
 
     def segment(self, bgr: np.ndarray) -> Segmentation:
         """Smoothed at model resolution, then the shared post-processing to the frame's size."""
-        x = prepare(bgr, self.bgr_contract)
+        x = prepare_input(bgr, self.bgr_contract, dtype=self.segmenter.input_dtype)
         prob = self.smoother(self.segmenter.run(x[None])[0])
         return postprocess(prob, bgr.shape[:2], self.threshold)
 
@@ -421,7 +360,7 @@ class Display:
             pass
 
 
-def process_video(segmenter: "Segmenter", source: str, output: str | os.PathLike | None = None,
+def process_video(segmenter: Segmenter, source: str, output: str | os.PathLike | None = None,
                   options: VideoOptions = VideoOptions(), capture: cv2.VideoCapture | None = None,
                   display: Display | None = None,
                   on_frame: Callable[[FrameResult], None] | None = None) -> VideoSummary:
@@ -549,10 +488,7 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _attempts(text: str) -> int:
-    if not text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of attempts (0 turns reconnecting off)")
-    return int(text)
+_attempts = whole_number(0, None, "a whole number of attempts (0 turns reconnecting off)")  # --reconnect
 
 
 def register(sub) -> None:
@@ -608,7 +544,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _run_command(args)
         except KeyboardInterrupt as exc:  # before or after the frames (model loading, opening the source)
-            return _fail("interrupted", 128 + signal_number(exc))
+            return _fail("interrupted", exit_code(exc))
 
 
 def _check_output(path: Path, source: str) -> str | None:

@@ -256,14 +256,17 @@ def test_int8_export_agrees_with_fp32(tiny_keras, calibration_dir, test_images_d
     assert "calibrated on 16 images" in out and f"{evaluated} other images" in out
     match = INT8.search(out)
     assert match, out
-    iou, max_diff = float(match.group(1)), float(match.group(3))
-    # Measured: IoU 0.990, max |diff| 0.05 on these 16 test images. The bound leaves room for
-    # the fixture's training varying across machines: a 4-filter net has little redundancy and
-    # soft outputs, so 8-bit activations move its masks more than the real model's (0.978 on
-    # the whole test split for the 8-filter one). Broken calibration or a preprocessing
-    # mismatch gives IoU < 0.5 or empty masks.
+    iou = float(match.group(1))
+    # The mask agreement is the property; a single pixel's worst |diff| depends on how the
+    # fixture happened to train (a 4-filter net has soft outputs that 8-bit activations move),
+    # so the probabilities are checked on average instead. Broken calibration or a
+    # preprocessing mismatch gives IoU < 0.5, empty masks or a mean |diff| of ~0.1 and more.
     assert iou >= 0.95
-    assert max_diff < 0.2
+    from unetlite.infer.imageio import read_image
+    images = [read_image(p) for p in sorted(test_images_dir.iterdir())]
+    fp32, int8 = Segmenter(out_path, providers="cpu"), Segmenter(int8_path, providers="cpu")
+    batch = np.stack([fp32.prepare(img) for img in images])
+    assert np.abs(int8.run(batch) - fp32.run(batch)).mean() < 0.02
 
     fp32_contract, int8_contract = _contract(out_path), _contract(int8_path)
     assert int8_contract.quantization == "int8-qdq"

@@ -7,8 +7,11 @@ everywhere.
 from __future__ import annotations
 
 import csv
+import re
 import shutil
+import signal
 import struct
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -213,16 +216,89 @@ def test_ray_option_never_swallows_an_input():
 
 
 def test_a_signal_ends_the_run_with_a_summary(ray_runtime, photos, tmp_path):
-    """SIGTERM arrives as segment's Stopped(143) in the main thread; here it is raised where the
-    driver records the first output, the realistic spot (that is where the driver spends its time)."""
+    """SIGTERM arrives as signals.Stopped in the main thread; here it is raised where the driver
+    records the first output, the realistic spot (that is where the driver spends its time)."""
     from unetlite.infer.distributed import driver_model, segment_jobs_on_ray
     from unetlite.infer.naming import collect_jobs
-    from unetlite.infer.segment import SegmentSettings, Stopped
+    from unetlite.infer.segment import SegmentSettings
+    from unetlite.infer.signals import Stopped
 
     jobs = collect_jobs([str(photos)], tmp_path / "out", "mask").jobs
     def stop(job, size, nbytes):
-        raise Stopped(143)
+        raise Stopped(signal.SIGTERM)
     summary, _ = segment_jobs_on_ray(driver_model(None), jobs, SegmentSettings(), stop, progress=False,
                                      providers="cpu", workers=2)
     assert summary.interrupted == 143 and summary.done == 0
     assert "interrupted" in summary.line()
+
+
+# ---------------------------------------------------------------- the command line: unetlite segment --ray
+
+SEGMENT = ["--providers", "cpu", "--no-progress"]
+
+
+def test_segment_command_with_ray_matches_plain_segment_and_both_resume(ray_runtime, photos, tmp_path, capsys):
+    """`unetlite segment DIR -o OUT --ray --ray-workers 2` (on the module's runtime, already started):
+    the same bytes, failures.csv and exit code as plain segment; each resumes the other's work."""
+    plain_failures = _plain(photos, tmp_path / "plain", "mask")
+    out = tmp_path / "ray"
+    capsys.readouterr()
+    assert main(["segment", str(photos), "-o", str(out), "-r", "--ray", "--ray-workers", "2", *SEGMENT]) == 1
+    captured = capsys.readouterr()
+    assert "8 done, 0 skipped (already done), 3 failed" in captured.out
+    assert "on CPUExecutionProvider" in captured.out and "Ray cluster" in captured.out  # what ran, in one line
+    assert re.search(r"; 2 workers x \(0\.5 CPU", captured.err)  # the pool fits the 2-CPU runtime
+    plain = _outputs(tmp_path / "plain")
+    assert _outputs(out) == plain and len(plain) == 8
+    assert _failures(out / "failures.csv") == plain_failures
+
+    # plain segment finds nothing left to do (same manifest, same settings)
+    assert main(["segment", str(photos), "-o", str(out), "-r", *SEGMENT]) == 1
+    assert "0 done, 8 skipped (already done), 3 failed" in capsys.readouterr().out
+    # and --ray placed before the inputs resumes plain's work without starting a job
+    assert main(["segment", "--ray", str(photos), "-o", str(tmp_path / "plain"), "-r", *SEGMENT]) == 1
+    assert "0 done, 8 skipped (already done), 3 failed" in capsys.readouterr().out
+    assert _outputs(tmp_path / "plain") == plain
+
+
+def test_sigterm_ends_a_ray_run_with_143_and_the_rest_resumes(ray_runtime, photos, tmp_path):
+    """A real SIGTERM to a real `unetlite segment --ray ADDRESS` process joined to the module's
+    runtime (ray.init puts in its own SIGTERM handler, which would exit without a summary)."""
+    from unetlite.infer.imageio import is_temp_name
+    address = ray_runtime.get_runtime_context().gcs_address
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "unetlite.infer.cli", "segment", str(photos), "-o", str(out), "-r",
+                             "--ray", address, "--ray-workers", "2", *SEGMENT],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # the plan line: Ray is joined and the job is about to run
+        seen.append(line)
+        if re.search(r"; \d+ workers? x \(", line):
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 143, "".join(seen) + stderr
+    assert "Traceback" not in stderr
+    assert not [p for p in out.rglob("*") if is_temp_name(p.name)]
+
+    _plain(photos, tmp_path / "plain", "mask")
+    assert main(["segment", str(photos), "-o", str(out), "-r", *SEGMENT]) == 1  # finishes what was left
+    assert _outputs(out) == _outputs(tmp_path / "plain")
+
+
+def test_segment_ray_without_the_extra_is_a_usage_error(photos, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["segment", "--ray", str(photos), "-o", str(tmp_path / "out"), *SEGMENT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'unetlite[ray]'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_uris_need_ray(tmp_path, capsys):
+    assert main(["segment", "s3://bucket/photos", "-o", str(tmp_path / "out")]) == 2
+    assert main(["segment", str(tmp_path), "-o", "gs://bucket/masks"]) == 2
+    assert main(["segment", str(tmp_path), "-o", str(tmp_path / "out"), "--ray-workers", "2"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["unetlite segment: s3://bucket/photos: URIs need --ray",
+                   "unetlite segment: gs://bucket/masks: URIs need --ray",
+                   "unetlite segment: --ray-workers needs --ray"]

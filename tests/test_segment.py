@@ -468,6 +468,25 @@ def test_sigterm_keeps_what_was_written_and_the_next_run_resumes(tiny_onnx, tmp_
     assert f"{240 - len(written)} done, {len(written)} skipped" in rerun.stdout
 
 
+@pytest.mark.skipif(signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, reason="SIGTERM is ignored in this process")
+def test_sigterm_before_the_pipeline_starts_exits_143(tiny_onnx, tmp_path, pets_dir, capsys, monkeypatch):
+    """A real SIGTERM while the model loads (raised from where the model is opened): the command
+    exits 143, not 130, says so in one line, restores the handler and leaves OUT unlocked."""
+    import unetlite.infer.segment as segment
+
+    def terminated_while_loading(args, command):
+        signal.raise_signal(signal.SIGTERM)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as patch:
+        patch.setattr(segment, "open_segmenter", terminated_while_loading)
+        assert _segment(_pet(0), "-o", tmp_path / "out", model=tiny_onnx) == 143
+    assert capsys.readouterr().err.strip() == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert _segment(_pet(0), "-o", tmp_path / "out", model=tiny_onnx) == 0  # not locked, nothing half-done
+    assert "1 done, 0 skipped" in capsys.readouterr().out
+
+
 def test_usage_errors_exit_2(tiny_onnx, tmp_path, capsys):
     assert main(["segment", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "o"), "--model", str(tiny_onnx)]) == 2
     assert "no input images found" in capsys.readouterr().err

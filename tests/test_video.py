@@ -28,7 +28,7 @@ import pytest
 from unetlite.infer.cli import main
 from unetlite.infer.session import Segmenter
 from unetlite.infer.stream import LatestFrameReader, QueuedFrameReader, is_live, open_source, reconnect_delays
-from unetlite.infer.video import VideoOptions, process_video
+from unetlite.infer.video import FramePipeline, VideoOptions, process_video
 
 SHORT_NAME = "vtest_people_short_384x288.mp4"  # mp4v, 100 frames, 10 fps: always in the fixture set
 LONG_NAME = "vtest_people_768x576.mp4"         # H.264, 795 frames, moov before mdat: full data only
@@ -231,6 +231,22 @@ def test_readers_keep_memory_bounded_with_a_slow_consumer(short, reader_class):
         assert reader.dropped > 0
 
 
+def test_frames_reach_the_model_in_its_own_input_type(short, segmenter, monkeypatch):
+    """A uint8-input model gets uint8 pixels (no float round trip), and a BGR frame gives exactly
+    what Segmenter.predict gives for the same picture in RGB."""
+    cap = cv2.VideoCapture(str(short))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok and segmenter.input_dtype == "uint8"  # the fixture model is a current (uint8-input) export
+    expected = segmenter.predict([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0]
+    fed, run = [], segmenter.run
+    monkeypatch.setattr(segmenter, "run", lambda batch: fed.append(batch.dtype) or run(batch))
+    seg = FramePipeline(segmenter, VideoOptions(fmt="mask")).segment(bgr)
+    assert fed == [np.uint8]
+    np.testing.assert_array_equal(seg.probability, expected.probability)
+    np.testing.assert_array_equal(seg.mask, expected.mask)
+
+
 def test_live_mode_on_a_file_is_paced_and_segments_newest_frames(short, segmenter, tmp_path):
     out = tmp_path / "live.mp4"
     seen = []
@@ -241,7 +257,9 @@ def test_live_mode_on_a_file_is_paced_and_segments_newest_frames(short, segmente
     assert summary.frames_read == summary.frames_segmented + summary.dropped
     # paced at the file's 10 fps: 5 frames cannot take much less than 0.4 s
     assert summary.seconds >= 4 / source_props(short)["fps"] * 0.9
-    assert len(decode_all(out)) == summary.frames_written >= 5
+    # the file holds every wall-time slot written; how many there are depends on when the first
+    # frame came out of the model (a slow first inference shortens the span), so only >= 1 is certain
+    assert len(decode_all(out)) == summary.frames_written >= 1
 
 
 def test_live_file_lasts_as_long_as_the_capture_whatever_was_dropped(short, segmenter, tmp_path):

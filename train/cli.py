@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from a trained .keras model (fine-tuning; fresh optimizer, new run folder)")
     p.add_argument("--val-fraction", type=float, default=0.12,
                    help="validation share carved out of trainval, seeded (default: 0.12); test lists are never used")
+    p.add_argument("--val-data", type=Path, metavar="DIR",
+                   help="validate on this --data root's trainval instead (e.g. images an --init-from model never "
+                        "saw); it is not trained on")
     p.add_argument("--loss", choices=("bce", "bce+dice"), default="bce",
                    help="bce: the paper's binary cross-entropy (default); bce+dice adds soft Dice")
     p.add_argument("--backgrounds", type=Path, metavar="DIR", help="pet-free scenes for --copy-paste")
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                           augment=args.augment, init_from=args.init_from, resume=args.resume, max_train=args.max_train,
                           max_val=args.max_val, steps_per_epoch=args.steps_per_epoch,
-                          reduce_lr_patience=args.reduce_lr_patience, val_fraction=args.val_fraction,
+                          reduce_lr_patience=args.reduce_lr_patience, val_fraction=args.val_fraction, val_data=args.val_data,
                           loss=args.loss, backgrounds=args.backgrounds, copy_paste=args.copy_paste,
                           unlabeled=args.unlabeled, teacher=args.teacher, schedule=args.schedule, ema=args.ema)
         summary = train(cfg)

@@ -48,14 +48,16 @@ def held_out_names(root: str | Path) -> set[str]:
     return _names_in(layout.lists / "test.txt") | _names_in(Path(root) / "official" / "test.txt")
 
 
-def split_pairs(roots: Sequence[str | Path], val_fraction: float = 0.12,
-                seed: int = 0) -> tuple[list[Pair], list[Pair], str]:
+def split_pairs(roots: Sequence[str | Path], val_fraction: float = 0.12, seed: int = 0,
+                val_root: str | Path | None = None) -> tuple[list[Pair], list[Pair], str]:
     """(train, val, description) over one or more dataset roots.
 
     Validation is carved out of trainval (fixed, seeded), never taken from the test split:
     checkpoints and settings are chosen on it, and the test split is scored once per final
     model with `unetlite eval`. Without a trainval list, every pair not in a test list is trainval.
     Names in any test list (the root's or the official one) are never trained on.
+    With ``val_root``, validation is that root's trainval instead (e.g. images a model being
+    fine-tuned has never seen), and none of it is trained on.
     """
     if isinstance(roots, (str, Path)):
         roots = [roots]
@@ -69,6 +71,12 @@ def split_pairs(roots: Sequence[str | Path], val_fraction: float = 0.12,
         pairs = discover(root, "trainval" if has_list else None)
         trainval += [p for p in pairs if p.name not in held_out]
     trainval.sort(key=lambda p: p.name)
+    if val_root is not None:
+        val_names = {p.name for p in discover(val_root, "trainval") if p.name not in held_out}
+        val = [p for p in trainval if p.name in val_names]
+        train = [p for p in trainval if p.name not in val_names]
+        return train, val, (f"{len(roots)} root(s), trainval minus test lists; validation = the trainval of "
+                            f"{val_root}; {len(held_out)} test names held out")
     order = np.random.default_rng(seed).permutation(len(trainval))
     n_val = max(1, round(len(trainval) * val_fraction))
     val = [trainval[i] for i in sorted(order[:n_val])]

@@ -37,6 +37,7 @@ class TrainConfig:
     learning_rate: float = 1e-3          # RMSprop's default, as in the paper
     seed: int = 0
     val_fraction: float = 0.12           # validation carved out of trainval (seeded); test lists never used
+    val_data: Path | None = None         # instead: validate on this root's trainval (must be one of ``data``)
     augment: str = "standard"            # a preset of augment.PRESETS: standard, strong or none
     init_from: Path | None = None        # start from these weights (fine-tuning), with a fresh optimizer
     resume: bool = False
@@ -103,7 +104,7 @@ def train(cfg: TrainConfig) -> dict:
     size = (cfg.model.input_size, cfg.model.input_size)
     contract = ModelContract(input_height=size[0], input_width=size[1])
 
-    train_pairs, val_pairs, description = split_pairs(_roots(cfg), cfg.val_fraction, cfg.seed)
+    train_pairs, val_pairs, description = split_pairs(_roots(cfg), cfg.val_fraction, cfg.seed, cfg.val_data)
     train_arrays = load_arrays(train_pairs[:cfg.max_train], size)
     val_arrays = load_arrays(val_pairs[:cfg.max_val], size)
     labelled = len(train_arrays)
