@@ -8,13 +8,14 @@ variant runs the same `unetlite eval` code path (read-ahead, Segmenter, postproc
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from unetlite.infer.dataset import discover
 from unetlite.infer.evaluate import evaluate, species_scores
 from unetlite.infer.session import Segmenter
+
+from _report import emit  # benchmarks/ is on sys.path when run as a script
 
 VARIANTS = {"plain": {}, "tta": {"tta": True}, "clean": {"clean": True}, "tta+clean": {"tta": True, "clean": True}}
 
@@ -41,10 +42,7 @@ def main() -> None:
                           "ms_per_image": round(1000 * seconds / max(result.images, 1), 1),
                           "by_species": {k: round(v["iou"], 4) for k, v in species_scores(result.per_image).items()}}
         report["models"][str(segmenter.path)] = {"provider": segmenter.provider, "variants": rows}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

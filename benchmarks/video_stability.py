@@ -9,7 +9,6 @@ Each video is segmented frame by frame exactly as `unetlite video --format overl
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import cv2
@@ -18,7 +17,8 @@ import numpy as np
 from unetlite.infer.outputs import overlay
 from unetlite.infer.session import Segmenter
 
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video"
+from _report import SHARED_DATA, emit  # benchmarks/ is on sys.path when run as a script
+
 DEFAULT = ("dog_leash_1280x720.mp4", "cat_closeup_640x360.mp4", "vtest_people_short_384x288.mp4")
 
 
@@ -64,7 +64,7 @@ def strip(pictures: list[np.ndarray], height: int = 180) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path)
-    parser.add_argument("--videos", nargs="*", type=Path, default=[VIDEOS / v for v in DEFAULT])
+    parser.add_argument("--videos", nargs="*", type=Path, default=[SHARED_DATA / "video" / v for v in DEFAULT])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--stills", type=Path, help="folder for one JPEG strip of overlays per video")
     parser.add_argument("--tta", action="store_true")
@@ -79,10 +79,7 @@ def main() -> None:
             out = args.stills / f"video_{video.stem}.jpg"
             cv2.imwrite(str(out), cv2.cvtColor(strip(pictures), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
             stats["stills"] = str(out)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,19 @@ def seconds(text: str) -> float:
     return value
 
 
+# The server's limits and timeouts: (flag, type, default, metavar, help).
+_LIMITS = (
+    ("--max-concurrency", positive_int, 4, "N", "requests decoded/inferred/encoded at once (default: 4)"),
+    ("--max-queue", non_negative_int, 16, "N",
+     "further requests admitted to wait for a slot; beyond that 503 at once (default: 16)"),
+    ("--queue-wait", seconds, 10.0, "S", "seconds a request may wait for a slot before 503 (default: 10)"),
+    ("--max-bytes", byte_count, 20_000_000, "N", "largest request body, e.g. 20M (default: 20M); larger gets 413"),
+    ("--batch-size", positive_int, 4, "N", "most concurrent requests run as one inference batch (default: 4)"),
+    ("--read-timeout", seconds, 30.0, "S", "seconds to receive a request body before 408 (default: 30)"),
+    ("--grace", seconds, 30.0, "S", "on SIGTERM, seconds to let running requests finish (default: 30)"),
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the model over HTTP (needs unetlite[serve])",
                        description="Serve the model over HTTP: POST /v1/segment, GET /v1/model, GET /healthz, "
@@ -43,21 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", default=os.environ.get("UNETLITE_TOKEN") or None,
                    help="require 'Authorization: Bearer TOKEN' on /v1/* (default: $UNETLITE_TOKEN; "
                         "prefer the variable: arguments are visible to other users in ps)")
-    p.add_argument("--max-concurrency", type=positive_int, default=4, metavar="N",
-                   help="requests decoded/inferred/encoded at once (default: 4)")
-    p.add_argument("--max-queue", type=non_negative_int, default=16, metavar="N",
-                   help="further requests admitted to wait for a slot; beyond that 503 at once (default: 16)")
-    p.add_argument("--queue-wait", type=seconds, default=10.0, metavar="S",
-                   help="seconds a request may wait for a slot before 503 (default: 10)")
-    p.add_argument("--max-bytes", type=byte_count, default=20_000_000, metavar="N",
-                   help="largest request body, e.g. 20M (default: 20M); larger gets 413")
+    for flag, kind, default, metavar, text in _LIMITS:
+        p.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
     add_limit_argument(p)
-    p.add_argument("--batch-size", type=positive_int, default=4,
-                   help="most concurrent requests run as one inference batch (default: 4)")
-    p.add_argument("--read-timeout", type=seconds, default=30.0, metavar="S",
-                   help="seconds to receive a request body before 408 (default: 30)")
-    p.add_argument("--grace", type=seconds, default=30.0, metavar="S",
-                   help="on SIGTERM, seconds to let running requests finish (default: 30)")
     add_engine_arguments(p)
     p.set_defaults(run=run)
 
@@ -132,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     state = ServerState()
     logging.getLogger("unetlite.serve").setLevel(logging.INFO)  # the request log is the server's output
     uv_config = uvicorn.Config(create_app(segmenter, config, state), log_config=None, access_log=False,
-                               server_header=False, timeout_graceful_shutdown=1.0)  # the drain (on_tick) did the waiting
+                               server_header=False,
+                               timeout_graceful_shutdown=1.0)  # the drain (on_tick) did the waiting
     server = _server_class()(uv_config, state, args.grace)
     host, port = sock.getsockname()[:2]
     loopback = host in ("127.0.0.1", "::1") or host.startswith("127.")

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, AsyncIterator, Literal, Optional
 
+import cv2
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,11 +32,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .backends import available_cpus
 from .batching import MicroBatcher
-from .imageio import ImageReadError, ImageTooLarge, decode_image, encode_image, image_size
+from .imageio import ImageReadError, ImageTooLarge
 from .info import InfoError, inspect
-from .outputs import FORMATS, mask_image, render
-from .postprocess import postprocess
-from .segment import REDUCED_DECODE_FORMATS
+from .outputs import FORMATS
+from .segment import Decoded, SegmentSettings, encode_output, image_decoder
 
 log = logging.getLogger("unetlite.serve")
 
@@ -174,37 +174,32 @@ async def _image_bytes(request: Request, config: ServeConfig) -> tuple[bytes, st
         await form.close()
 
 
-@dataclass(frozen=True)
-class _Decoded:
-    rgb: np.ndarray           # the picture (decoded at 1/2..1/8 size when only a mask is wanted)
-    model_input: np.ndarray
-    size: tuple[int, int]     # (height, width) of the answer: the original image's
+def _no_reservation(_: int) -> None:
+    """Serve bounds memory by its admission limits, not by segment's read-ahead byte budget."""
 
 
-def _decode(data: bytes, name: str, segmenter, max_pixels: int, reduce: bool) -> _Decoded:
-    """Pool thread: bytes -> picture and model input, as `unetlite segment` decodes them (a JPEG
-    far larger than the model input is decoded reduced when the answer never shows its pixels)."""
+def _decode(decode, data: bytes, name: str) -> Decoded:
+    """Pool thread: bytes -> ``Decoded`` with segment's decoder (``segment.image_decoder``), its
+    errors as answers: 422 over --max-pixels, 400 anything else undecodable."""
     try:
-        size = image_size(data)
-        rgb = decode_image(data, name, max_pixels=max_pixels,
-                           reduce_to=segmenter.contract.input_size if reduce and size else None)
+        return decode(data, name, _no_reservation)
     except ImageTooLarge as exc:
         raise ApiError(422, str(exc)) from None
     except ImageReadError as exc:
         raise ApiError(400, str(exc)) from None
-    return _Decoded(rgb, segmenter.prepare(rgb), tuple(size or rgb.shape[:2]))
 
 
-def _encode(decoded: _Decoded, probability: np.ndarray, fmt: str, threshold: float, clean: bool,
+def _encode(decoded: Decoded, probability: np.ndarray, settings: SegmentSettings, threshold: float,
             as_json: bool) -> bytes:
-    """Pool thread: the same post-processing and rendering as `unetlite segment`."""
-    seg = postprocess(probability, decoded.size, threshold, clean)
-    if as_json:
-        mask_png = encode_image(mask_image(seg.mask), ".png")
-        height, width = seg.mask.shape
-        return json.dumps({"width": width, "height": height, "foreground_fraction": float(seg.mask.mean()),
-                           "mask_png_base64": base64.b64encode(mask_png).decode("ascii")}).encode()
-    return encode_image(render(fmt, decoded.rgb, seg.probability, seg.mask), FORMATS[fmt])
+    """Pool thread: segment's output bytes (``segment.encode_output``); for JSON that is the mask
+    PNG, and the foreground fraction is measured on the very mask sent."""
+    picture = encode_output(decoded, probability, settings, threshold)
+    if not as_json:
+        return picture
+    mask = cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_GRAYSCALE)
+    height, width = decoded.size
+    return json.dumps({"width": width, "height": height, "foreground_fraction": np.count_nonzero(mask) / mask.size,
+                       "mask_png_base64": base64.b64encode(picture).decode("ascii")}).encode()
 
 
 def _model_description(segmenter, threshold: float) -> dict[str, Any]:
@@ -288,15 +283,16 @@ def create_fastapi(segmenter, config: ServeConfig, gate: Gate) -> FastAPI:
         loop = asyncio.get_running_loop()
         threshold = config.threshold if threshold is None else threshold
         as_json = "application/json" in request.headers.get("accept", "").lower()
+        settings = SegmentSettings("mask" if as_json else fmt, threshold=threshold, clean=clean,
+                                   max_pixels=config.max_pixels)  # JSON carries segment's mask PNG
         async with gate.admit():
             data, name = await _image_bytes(request, config)
             async with gate.slot():
-                reduce = as_json or fmt in REDUCED_DECODE_FORMATS
-                decoded = await loop.run_in_executor(pool, _decode, data, name, segmenter, config.max_pixels, reduce)
+                decoded = await loop.run_in_executor(pool, _decode, image_decoder(segmenter, settings), data, name)
                 del data
                 result = await asyncio.wrap_future(batcher.submit(decoded.model_input))
-                body = await loop.run_in_executor(pool, _encode, decoded, result.probability, fmt, threshold,
-                                                 clean, as_json)
+                body = await loop.run_in_executor(pool, _encode, decoded, result.probability, settings, threshold,
+                                                 as_json)
         headers = {"X-Unetlite-Provider": segmenter.provider, "X-Unetlite-Precision": segmenter.precision,
                    "X-Unetlite-Inference-Ms": f"{result.inference_ms:.2f}",
                    "X-Unetlite-Batch-Size": str(result.batch_size), "X-Unetlite-Threshold": f"{threshold:g}"}

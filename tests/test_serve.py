@@ -208,6 +208,9 @@ def test_large_jpeg_answer_equals_segment_output(server, big_jpeg, tmp_path):
     assert response.status_code == 200
     assert response.content == written.read_bytes()
     assert cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_UNCHANGED).shape == (1200, 1600)
+    as_json = post(server, big_jpeg, headers={"Accept": "application/json"}).json()  # the JSON answer's mask too
+    assert base64.b64decode(as_json["mask_png_base64"]) == written.read_bytes()
+    assert (as_json["height"], as_json["width"]) == (1200, 1600)
 
 
 # --- errors ----------------------------------------------------------------------------------
