@@ -113,9 +113,12 @@ def test_info_without_argument_describes_the_bundled_model():
     import numpy as np
     import onnx
 
-    weights = sum(int(np.prod(i.dims)) for i in onnx.load(str(path)).graph.initializer if i.data_type == 1)
-    assert f"parameters  {weights:,}" in text  # counted independently by the onnx package
-    assert "input       image  float  [?, 256, 256, 3]" in text
+    # Float tensors, counted independently by the onnx package; rank-0 constants (the uint8 input's
+    # 1/255 scale) are not learned weights.
+    initializers = onnx.load(str(path)).graph.initializer
+    weights = sum(int(np.prod(i.dims)) for i in initializers if i.data_type == 1 and i.dims)
+    assert f"parameters  {weights:,}" in text
+    assert "input       image  uint8  [?, 256, 256, 3]" in text  # the bundled model takes raw pixels
 
 
 def test_version(capsys):
