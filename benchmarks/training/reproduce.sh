@@ -7,15 +7,16 @@ set -euo pipefail
 D=${DATA:-../shared/data}
 PETS=$D/oxford_pets EXTRA=$D/oxford_pets_extra
 
-# Starting point: the previous release (phase 1 + 2 of the paper's recipe on oxford_pets/trainval; its
-# logs are phase1_* and phase2_* here), kept as benchmarks/model/unet_pets.keras, and its ONNX export as the
-# teacher for pseudo-labels (git show cf85db4:infer/models/unet_pets.onnx > runs/old_unet_pets.onnx).
+# Starting point: the previous release v1 (phase 1 + 2 of the paper's recipe on oxford_pets/trainval; its
+# logs are phase1_* and phase2_* here), from git history: its Keras checkpoint to fine-tune, and its ONNX
+# export as the teacher for pseudo-labels. (benchmarks/model/unet_pets.keras now holds this release's model.)
 mkdir -p runs
+[ -f runs/v1.keras ] || git show cf85db4:benchmarks/model/unet_pets.keras > runs/v1.keras
 [ -f runs/old_unet_pets.onnx ] || git show cf85db4:infer/models/unet_pets.onnx > runs/old_unet_pets.onnx
 
 # Validation = the trainval of oxford_pets_extra (63 images the starting model never saw, four new breeds);
 # it is not trained on. Test lists (and oxford_pets_extra/official/test.txt) are never used in training.
-COMMON="--data $PETS $EXTRA --val-data $EXTRA --epochs 20 --lr 3e-4 --init-from benchmarks/model/unet_pets.keras
+COMMON="--data $PETS $EXTRA --val-data $EXTRA --epochs 20 --lr 3e-4 --init-from runs/v1.keras
         --loss bce+dice --schedule cosine --ema 0.995 --augment strong"
 
 # Ablation arm B: fine-tuning alone (BCE+Dice, strong augmentation, cosine, EMA).
@@ -36,5 +37,6 @@ unetlite export runs/a_full/best.keras -o infer/models/unet_pets.onnx \
 
 # Validation (choose here), then the test split once for the final model.
 unetlite eval --data "$EXTRA" --split trainval --json
-unetlite eval --data "$PETS" "$EXTRA" --split test --by-breed --json
-unetlite eval --data "$PETS" "$EXTRA" --split test --int8 --by-breed --json
+unetlite eval --data "$PETS" --data "$EXTRA" --split test --by-breed --json
+unetlite eval --data "$PETS" --data "$EXTRA" --split test --int8 --by-breed --json
+python -c "import keras; keras.models.load_model('runs/a_full/best.keras', compile=False).save('benchmarks/model/unet_pets.keras')"
