@@ -233,9 +233,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Score an ONNX model against Oxford-IIIT Pet trimaps (pet = 1; background "
                                    "and border = 0), compared at each trimap's resolution.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, metavar="DIR", action="append",
+    src.add_argument("--data", type=Path, metavar="DIR", nargs="+", action="extend",
                      help="dataset root in the Oxford layout (images/, annotations/trimaps/, annotations/test.txt) "
-                          "or the flat one (images/, trimaps/, test.txt); repeat to score several together")
+                          "or the flat one (images/, trimaps/, test.txt); several (or repeated) are scored together")
     src.add_argument("--images", type=Path, metavar="DIR", help="folder of images (needs --trimaps)")
     p.add_argument("--trimaps", type=Path, metavar="DIR", help="folder of NAME.png trimaps (with --images)")
     p.add_argument("--list", type=Path, metavar="FILE",

@@ -14,8 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train the reference U-Net (RMSprop + binary cross-entropy, strong "
                                    "augmentation, best-only checkpoints) into a run folder.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, nargs="+", help="dataset root(s): Oxford layout (images/, annotations/trimaps/) "
-                                                           "or flat layout (images/, trimaps/, trainval.txt, test.txt)")
+    src.add_argument("--data", type=Path, nargs="+", action="extend", metavar="DIR",
+                     help="dataset root(s), several or repeated: Oxford layout (images/, annotations/trimaps/) "
+                          "or flat layout (images/, trimaps/, trainval.txt, test.txt)")
     src.add_argument("--download", type=Path, metavar="DIR",
                      help="download and verify the official archives into DIR, then train on them")
     p.add_argument("--run-dir", type=Path, default=Path("runs/unet"), help="output folder (default: runs/unet)")
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                           augment=args.augment, init_from=args.init_from, resume=args.resume, max_train=args.max_train,
                           max_val=args.max_val, steps_per_epoch=args.steps_per_epoch,
-                          reduce_lr_patience=args.reduce_lr_patience, val_fraction=args.val_fraction, val_data=args.val_data,
+                          reduce_lr_patience=args.reduce_lr_patience, val_fraction=args.val_fraction,
+                          val_data=args.val_data,
                           loss=args.loss, backgrounds=args.backgrounds, copy_paste=args.copy_paste,
                           unlabeled=args.unlabeled, teacher=args.teacher, schedule=args.schedule, ema=args.ema)
         summary = train(cfg)
