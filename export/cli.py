@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from unetlite.infer.messages import first_line
+
 log = logging.getLogger(__name__)
 
 PARITY_COUNT = 8
@@ -180,7 +182,7 @@ def _int8(args: argparse.Namespace, fp32: Path, tmp: Path, calibration: list[Pat
                              args.int8_exclude, float_full_resolution=not args.int8_all_layers)
     except Exception as exc:  # onnxruntime.quantization raises plain exceptions of many kinds
         log.debug("quantization failed", exc_info=True)
-        raise Int8Error(f"int8 quantization failed ({str(exc).strip().splitlines()[0][:200]})") from None
+        raise Int8Error(f"int8 quantization failed ({first_line(exc)})") from None
     eval_images = read_images(evaluation)
     if not eval_images:
         log.warning("no readable evaluation images: int8 agreement not measured")
@@ -217,7 +219,7 @@ def _export(args: argparse.Namespace) -> int:
                                        uint8_input=not args.float_input, **fields)
     except Exception as exc:  # tf2onnx raises anything from shape errors to unsupported ops
         log.debug("conversion failed", exc_info=True)
-        print(f"unetlite export: {source}: conversion failed ({str(exc).strip().splitlines()[0][:200]})",
+        print(f"unetlite export: {source}: conversion failed ({first_line(exc)})",
               file=sys.stderr)
         return 1
     seconds = time.perf_counter() - started

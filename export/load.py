@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+from unetlite.infer.messages import first_line
+
 log = logging.getLogger(__name__)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -26,11 +28,6 @@ class CheckpointError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
-
-
 def is_saved_model(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / "saved_model.pb").is_file()
 
@@ -43,7 +40,7 @@ def _load_saved_model(path: Path):
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TensorFlow raises many types for a damaged SavedModel
-        raise CheckpointError(path, f"not a loadable SavedModel ({_first_line(exc)})") from None
+        raise CheckpointError(path, f"not a loadable SavedModel ({first_line(exc)})") from None
     endpoint = next((name for name in SAVED_MODEL_ENDPOINTS if name in loaded.signatures), None)
     if endpoint is None:
         found = sorted(loaded.signatures) or "none"
@@ -92,7 +89,7 @@ def load_keras(path: str | os.PathLike):
         try:
             model = keras.models.load_model(path, compile=False)
         except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
-            raise CheckpointError(path, f"not a loadable Keras model ({_first_line(exc)})") from None
+            raise CheckpointError(path, f"not a loadable Keras model ({first_line(exc)})") from None
     else:
         raise CheckpointError(path, f"unsupported checkpoint type {path.suffix or '(no extension)'!r}: "
                                     f"expected {', '.join(KERAS_SUFFIXES)} or a SavedModel directory")
@@ -124,7 +121,7 @@ def run_provenance(checkpoint: str | os.PathLike) -> dict:
     try:
         run = json.loads(run_file.read_text())
     except (OSError, ValueError) as exc:
-        log.warning("%s: ignored (%s)", run_file, _first_line(exc))
+        log.warning("%s: ignored (%s)", run_file, first_line(exc))
         return {}
     found = {}
     if isinstance(run, dict) and run.get("data"):

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .messages import first_line
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "cpu", "cuda", "openvino")
@@ -167,10 +169,6 @@ def cuda_problem() -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 class OrtRunner:
     """An onnxruntime session (CPU, or CUDA with IO binding)."""
 
@@ -194,7 +192,7 @@ class OrtRunner:
             self.session = ort.InferenceSession(str(path), sess_options=options,
                                                 providers=[CUDA_EP, CPU_EP] if cuda else [CPU_EP])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"{path}: not a loadable ONNX model ({_first_line(exc)})") from None
+            raise ModelLoadError(f"{path}: not a loadable ONNX model ({first_line(exc)})") from None
         self.provider = self.session.get_providers()[0]
         if cuda and self.provider != CUDA_EP:
             raise BackendError("CUDA cannot load: onnxruntime fell back to the CPU (run with -vv for its log)")

@@ -29,6 +29,8 @@ from typing import Callable
 
 import numpy as np
 
+from .messages import first_line
+
 log = logging.getLogger(__name__)
 
 TF = "tensorflow"
@@ -88,10 +90,6 @@ def percentiles(seconds: np.ndarray) -> dict[str, float]:
             "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
 # ---- inside a worker process ---------------------------------------------------------------------
 
 def _tensorflow_engine(path: Path, threads: int) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
@@ -105,7 +103,7 @@ def _tensorflow_engine(path: Path, threads: int) -> tuple[Callable[[np.ndarray],
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # keras raises many types for bad files
-        raise BenchError(f"{path}: not a loadable Keras model ({_first_line(exc)})") from None
+        raise BenchError(f"{path}: not a loadable Keras model ({first_line(exc)})") from None
     fn = tf.function(lambda x: model(x, training=False))
     info = {"provider": "TensorFlow " + ("GPU" if tf.config.list_physical_devices("GPU") else "CPU"),
             "precision": "fp32", "threads": tf.config.threading.get_intra_op_parallelism_threads(),
@@ -193,7 +191,7 @@ def _worker(conn, spec: EngineSpec, threads: int, spin: bool, video: str | None)
                 def frame_step(index: int) -> None:
                     pipeline(index, next_frame())
     except Exception as exc:  # reported to the parent as one line
-        conn.send({"error": _first_line(exc)})
+        conn.send({"error": first_line(exc)})
         return
     conn.send({"ready": {**info, "input_size": list(sizes), "pid": os.getpid()}})
     while True:
@@ -206,7 +204,7 @@ def _worker(conn, spec: EngineSpec, threads: int, spin: bool, video: str | None)
             else:
                 conn.send({"turn": _turn(call, sizes, order, frame_step)})
         except Exception as exc:
-            conn.send({"error": _first_line(exc)})
+            conn.send({"error": first_line(exc)})
             return
 
 

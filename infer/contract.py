@@ -35,6 +35,10 @@ class ModelContract:
     export_date: str = ""
     quantization: str = "none"
 
+    def resolve_threshold(self, requested: float | None) -> float:
+        """The threshold a run uses: the one asked for, else the model's own."""
+        return self.threshold if requested is None else requested
+
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) the model is fed at when not tiling."""

@@ -31,7 +31,7 @@ from .contract import ModelContract
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, display_path
 from .naming import Job, output_name
 from .outputs import FORMATS
-from .readahead import one_line as failure_reason
+from .messages import first_line, one_line
 from .segment import REDUCED_DECODE_FORMATS, Decoded, SegmentSettings, Summary, failures_csv, keeps_rgb
 from .signals import stop_on_signals
 
@@ -144,7 +144,7 @@ class _Infer:
                 for i, prob in zip(ok, infer_batch(self.segmenter, decoded, self.settings.tile, self.settings.tta)):
                     probs[i] = prob
             except Exception as exc:  # e.g. out of memory: these rows fail, the job goes on
-                reason = failure_reason(exc)
+                reason = one_line(exc)
                 errors = [e or reason for e in errors]
         batch.pop(_INPUT, None)
         if _RGB in batch and self.settings.fmt in REDUCED_DECODE_FORMATS:
@@ -188,7 +188,7 @@ def _load_rows(batch: dict[str, np.ndarray], load: Callable[[Any, str], Any], ce
             errors.append("")
         except Exception as exc:  # every per-image problem becomes that row's reason
             decoded.append(None)
-            errors.append(failure_reason(exc))
+            errors.append(one_line(exc))
     return _columns(batch, decoded, errors, inputs, settings)
 
 
@@ -256,7 +256,7 @@ def _finish(batch: dict[str, np.ndarray], settings: SegmentSettings, threshold: 
             try:
                 data = encode_output(Decoded(rgb, None, (int(size[0]), int(size[1]))), prob, settings, threshold)
             except Exception as exc:
-                errors[i] = failure_reason(exc)
+                errors[i] = one_line(exc)
         outputs.append(data)
     batch["output"] = np.array(outputs, dtype=object)
     batch["error"] = np.array(errors, dtype=object)
@@ -344,7 +344,7 @@ def segment_dataset(ds: "ray.data.Dataset", model: str | os.PathLike | None = No
     ds = ds.map_batches(_decode_column, batch_size=batch_size, batch_format="numpy",
                         fn_args=(column, path_column, inputs, settings))
     plan = cluster_plan(workers, providers, threads)
-    thr = probe.contract.threshold if threshold is None else threshold
+    thr = probe.contract.resolve_threshold(threshold)
     return _infer_and_finish(ds, probe.path, plan, providers, precision, settings, thr)
 
 
@@ -363,7 +363,7 @@ def connect(address: str | None) -> tuple[bool, str]:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = f"join the Ray cluster at {address}" if address else "start a local Ray runtime"
-        raise RayUnavailable(f"--ray: cannot {where} ({failure_reason(exc)})") from None
+        raise RayUnavailable(f"--ray: cannot {where} ({one_line(exc)})") from None
     res = ray.cluster_resources()
     nodes = _alive_nodes()
     kind = "local Ray runtime" if started and not address else f"Ray cluster at {address or ray.get_runtime_context().gcs_address}"
@@ -403,7 +403,7 @@ def read_uri(uri: str) -> bytes:
     except FileNotFoundError:
         raise ImageReadError(uri, "file not found") from None
     except (OSError, ValueError) as exc:  # pyarrow reports storage errors as OSError
-        raise ImageReadError(uri, f"cannot read ({str(exc).splitlines()[0][:200]})") from None
+        raise ImageReadError(uri, f"cannot read ({first_line(exc)})") from None
 
 
 def write_output(location: str | os.PathLike, data: bytes) -> None:
@@ -456,7 +456,7 @@ def collect_uri_jobs(inputs: Sequence[str], out: str, fmt: str, recursive: bool 
                 problems.append((spec, "no such file or folder"))
                 continue
         except (OSError, ValueError) as exc:
-            problems.append((spec, f"cannot list ({str(exc).splitlines()[0][:200]})"))
+            problems.append((spec, f"cannot list ({first_line(exc)})"))
             continue
         for source, rel in found:
             name = output_name(rel, fmt).as_posix()
@@ -509,7 +509,7 @@ def segment_jobs_on_ray(segmenter, jobs: Sequence[Job | UriJob], settings: Segme
             print(f"unetlite segment: {runtime}; {plan.line()}", file=sys.stderr)
             ran: set[str] = set()
             settings = replace(settings, workers=None, budget_bytes=None)  # thread pools are Ray's here
-            threshold = segmenter.contract.threshold if settings.threshold is None else settings.threshold
+            threshold = segmenter.contract.resolve_threshold(settings.threshold)
             inputs = ModelInputs(segmenter.contract, segmenter.input_dtype)
             items = [{"index": i, "source": os.fsencode(job.source)} for i, job in enumerate(jobs)]
             blocks = max(math.ceil(len(items) / ROWS_PER_BLOCK), min(len(items), 2 * plan.workers))
@@ -548,7 +548,7 @@ def _collect(ds: "ray.data.Dataset", jobs: Sequence[Job | UriJob], summary: Summ
                         on_written(job, (int(size[0]), int(size[1])), len(data))
                     summary.done += 1
                 except Exception as exc:
-                    error = failure_reason(exc)
+                    error = one_line(exc)
             if error:
                 summary.failed.append((display_path(job.source), str(error)))
                 tqdm.write(f"unetlite segment: {display_path(job.source)}: {error}", file=sys.stderr)
@@ -594,6 +594,6 @@ def run_uri_segment(args) -> int:
             write_output(f"{out}/failures.csv", failures_csv(summary.failed))
             trailer = f"; see {out}/failures.csv"
         except (OSError, ValueError) as exc:
-            print(f"unetlite segment: cannot write {out}/failures.csv ({failure_reason(exc)})", file=sys.stderr)
+            print(f"unetlite segment: cannot write {out}/failures.csv ({one_line(exc)})", file=sys.stderr)
     print(summary.line(f" on {ran} -> {out}") + trailer)
     return summary.interrupted or (1 if summary.failed else 0)

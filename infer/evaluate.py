@@ -118,7 +118,7 @@ def _pair_loader(segmenter, tile: bool, max_pixels: int | None):
 def _message(pair: Pair, exc: BaseException) -> str:
     """"path: reason" naming the file that failed."""
     from .imageio import ImageReadError, display_path
-    from .readahead import one_line
+    from .messages import one_line
     return str(exc) if isinstance(exc, ImageReadError) else f"{display_path(pair.image)}: {one_line(exc)}"
 
 
@@ -136,7 +136,7 @@ def evaluate(segmenter, pairs: Sequence[Pair], batch_size: int = 8, tile: bool =
     from .readahead import read_ahead
     from .segment import infer_batch
 
-    thr = segmenter.contract.threshold if threshold is None else threshold
+    thr = segmenter.contract.resolve_threshold(threshold)
     result = EvalResult()
     bar = tqdm(total=len(pairs), unit="img", disable=not progress, file=sys.stderr)
     for batch in read_ahead(list(pairs), _pair_loader(segmenter, tile, max_pixels), max(1, batch_size)):

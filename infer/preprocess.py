@@ -13,7 +13,7 @@ from .contract import ModelContract
 _INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST}
 
 
-def resize_image(rgb: np.ndarray, size: tuple[int, int], method: str = "area") -> np.ndarray:
+def resize_image(rgb: np.ndarray, size: tuple[int, int], method: str = ModelContract.resize) -> np.ndarray:
     """Resize an HxWxC uint8 image to (height, width) with the contract's interpolation.
 
     "area" averages when shrinking, which is what keeps a 12 MP photo's mask the same as

@@ -32,19 +32,6 @@ def pool_size(cpus: int | None = None) -> int:
     return max(2, min(8, cpus // 2))
 
 
-def one_line(exc: BaseException) -> str:
-    """A one-line reason for any per-file exception (never a traceback)."""
-    from .imageio import ImageReadError
-    if isinstance(exc, ImageReadError):
-        return exc.reason
-    if isinstance(exc, MemoryError):
-        return "not enough memory for this image"
-    if isinstance(exc, OSError):  # imageio's WriteError: "cannot write PATH: reason"
-        return exc.strerror or str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else 'no details'}"
-
-
 class Closed(Exception):
     """The pipeline was shut down while a loader waited for memory."""
 

@@ -26,7 +26,7 @@ from .cliargs import add_engine_arguments, add_limit_argument, open_segmenter, p
 from .imageio import DEFAULT_MAX_PIXELS, display_path
 from .naming import Job, NamingError, collect_jobs
 from .outputs import FORMATS
-from .readahead import one_line
+from .messages import one_line
 from .signals import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def image_decoder(segmenter, settings: SegmentSettings, apply_orientation: bool 
     ``segmenter`` needs only ``contract`` and ``prepare``."""
     from .imageio import decode_image, image_size
 
-    reduce = settings.reduced_decode and settings.fmt in REDUCED_DECODE_FORMATS and not settings.tile
+    reduce = settings.reduced_decode and not keeps_rgb(settings)
     per_pixel = WRITER_BYTES_PER_PIXEL[settings.fmt] + (8 if settings.tile else 0)
 
     def decode(data: bytes, name: str | Path, reserve: Callable[[int], None]) -> Decoded:
@@ -142,23 +142,11 @@ def image_loader(segmenter, settings: SegmentSettings, apply_orientation: bool =
     return load
 
 
-def _flip_average(probs: np.ndarray, flipped: np.ndarray) -> np.ndarray:
-    return (probs + flipped[..., ::-1]) * np.float32(0.5)
-
-
 def infer_batch(segmenter, decoded: Sequence[Decoded], tile: bool = False, tta: bool = False) -> list[np.ndarray]:
     """Probabilities for a batch: model resolution, or full size in tile mode (``tta``: flip-averaged)."""
     if tile:
-        from .tile import predict_tiled
-        probs = [predict_tiled(segmenter, d.rgb) for d in decoded]
-        if tta:
-            probs = [_flip_average(p, predict_tiled(segmenter, d.rgb[:, ::-1])) for p, d in zip(probs, decoded)]
-        return probs
-    batch = np.stack([d.model_input for d in decoded])
-    probs = segmenter.run(batch)
-    if tta:
-        probs = _flip_average(probs, segmenter.run(np.ascontiguousarray(batch[:, :, ::-1])))
-    return list(probs)
+        return segmenter.probabilities([d.rgb for d in decoded], tile=True, tta=tta)
+    return list(segmenter.run(np.stack([d.model_input for d in decoded]), tta=tta))
 
 
 def encode_output(decoded: Decoded, probability: np.ndarray, settings: SegmentSettings, threshold: float) -> bytes:
@@ -193,7 +181,7 @@ def segment_jobs(segmenter, jobs: Sequence[Job], settings: SegmentSettings = Seg
 
     from .readahead import DEFAULT_BUDGET_BYTES, ByteBudget, pool_size, read_ahead
 
-    threshold = segmenter.contract.threshold if settings.threshold is None else settings.threshold
+    threshold = segmenter.contract.resolve_threshold(settings.threshold)
     workers = settings.workers or pool_size()
     budget = ByteBudget(settings.budget_bytes or DEFAULT_BUDGET_BYTES)
     summary = Summary()
@@ -367,7 +355,7 @@ def _segment_locked(args: argparse.Namespace, out: Path, jobs: Sequence[Job]) ->
     segmenter = _open_model(args)
     if segmenter is None:
         return None
-    threshold = segmenter.contract.threshold if args.threshold is None else args.threshold
+    threshold = segmenter.contract.resolve_threshold(args.threshold)
     config = OutputConfig(args.fmt, threshold, file_sha256(segmenter.path), args.clean, args.tile, args.tta)
     plan = plan_resume(jobs, config, load_records(out), args.overwrite)
     settings = settings_from_args(args)

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if segmenter is None:
         sock.close()
         return 2
-    config = ServeConfig(threshold=segmenter.contract.threshold if args.threshold is None else args.threshold,
+    config = ServeConfig(threshold=segmenter.contract.resolve_threshold(args.threshold),
                          max_bytes=args.max_bytes, max_pixels=args.max_pixels, max_concurrency=args.max_concurrency,
                          max_queue=args.max_queue, queue_wait=args.queue_wait, read_timeout=args.read_timeout,
                          batch_size=args.batch_size, token=args.token)

@@ -131,8 +131,14 @@ class Segmenter:
             batch = batch.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(batch)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """NHWC batch (prepared float32, or uint8 pixels) -> NxHxW float32 probabilities at model resolution."""
+    def run(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
+        """NHWC batch (prepared float32, or uint8 pixels) -> NxHxW float32 probabilities at model resolution.
+
+        ``tta``: averaged with the run on the mirrored batch, flipped back (2x the work). This flips
+        the prepared input, so it needs no original pixels (segment's reduced decode drops them).
+        """
+        if tta:
+            return (self.run(batch) + self.run(np.ascontiguousarray(batch[:, :, ::-1]))[:, :, ::-1]) * np.float32(0.5)
         if self.batch_fixed and len(batch) > 1:
             return np.concatenate([self.run(b[None]) for b in batch])
         out = np.asarray(self.runner(self._as_input(batch)))
@@ -145,6 +151,15 @@ class Segmenter:
             from .tile import predict_tiled
             return [predict_tiled(self, img) for img in images]
         return list(self.run(np.stack([self.prepare(img) for img in images])))
+
+    def probabilities(self, images: Sequence[np.ndarray], tile: bool = False, tta: bool = False) -> list[np.ndarray]:
+        """RGB images -> probability maps: at model resolution, or at full size with ``tile``.
+        ``tta`` averages with the maps of the mirrored images, flipped back (2x the work)."""
+        probs = self._probabilities(images, tile)
+        if tta:
+            flipped = self._probabilities([img[:, ::-1] for img in images], tile)
+            probs = [(p + f[:, ::-1]) * np.float32(0.5) for p, f in zip(probs, flipped)]
+        return probs
 
     def predict(self, images: Sequence[ImageLike], tile: bool = False, threshold: float | None = None,
                 clean: bool = False, tta: bool = False) -> list[Segmentation]:
@@ -159,11 +174,8 @@ class Segmenter:
         images = [read_image(img) if isinstance(img, (str, os.PathLike)) else img for img in images]
         if not images:
             return []
-        thr = self.contract.threshold if threshold is None else threshold
-        probs = self._probabilities(images, tile)
-        if tta:
-            flipped = self._probabilities([img[:, ::-1] for img in images], tile)
-            probs = [(p + f[:, ::-1]) * np.float32(0.5) for p, f in zip(probs, flipped)]
+        thr = self.contract.resolve_threshold(threshold)
+        probs = self.probabilities(images, tile, tta)
         return [postprocess(p, img.shape[:2], thr, clean) for p, img in zip(probs, images)]
 
     def __call__(self, image: ImageLike, tile: bool = False, threshold: float | None = None,

@@ -175,7 +175,7 @@ class FramePipeline:
         contract = segmenter.contract
         self.segmenter = segmenter
         self.fmt = options.fmt
-        self.threshold = contract.threshold if options.threshold is None else options.threshold
+        self.threshold = contract.resolve_threshold(options.threshold)
         self.smoother = TemporalSmoother(options.smooth)
         self.background_bgr = tuple(reversed(options.background))
         self.overlay_bgr = tuple(reversed(outputs.OVERLAY_COLOR))

@@ -85,7 +85,7 @@ def split_pairs(roots: Sequence[str | Path], val_fraction: float = 0.12, seed: i
                         f"{val_fraction:.0%} train/val split (seed {seed}); {len(held_out)} test names held out")
 
 
-def load_pair(pair: Pair, size: tuple[int, int], method: str = "area") -> tuple[np.ndarray, np.ndarray]:
+def load_pair(pair: Pair, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Decode one pair at model size. Raises ImageReadError naming the bad file."""
     # Trimaps are aligned with the stored pixels, so EXIF orientation must not be applied.
     image = read_image(pair.image, apply_orientation=False)
@@ -95,7 +95,7 @@ def load_pair(pair: Pair, size: tuple[int, int], method: str = "area") -> tuple[
                                           f"{image.shape[1]}x{image.shape[0]}")
     if not np.isin(trimap, (1, 2, 3)).all():
         raise ImageReadError(pair.trimap, "values outside {1, 2, 3}: not an Oxford-IIIT Pet trimap")
-    return resize_image(image, size, method), trimap_to_mask(resize_mask(trimap, size))
+    return resize_image(image, size), trimap_to_mask(resize_mask(trimap, size))
 
 
 def load_arrays(pairs: list[Pair], size: tuple[int, int], workers: int = 8) -> Arrays:

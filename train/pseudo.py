@@ -14,20 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from unetlite.infer.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image
-from unetlite.infer.preprocess import prepare, resize_image
+from unetlite.infer.preprocess import resize_image
 from unetlite.infer.session import Segmenter
 
 from .data import Arrays
 
 log = logging.getLogger(__name__)
-
-
-def flip_averaged(segmenter: Segmenter, images: np.ndarray) -> np.ndarray:
-    """Probabilities averaged over the images and their horizontal mirrors (model resolution)."""
-    batch = np.stack([prepare(img, segmenter.contract) for img in images])
-    forward = segmenter.run(batch)
-    mirrored = segmenter.run(np.ascontiguousarray(batch[:, :, ::-1]))[:, :, ::-1]
-    return (forward + mirrored) / 2
 
 
 def pseudo_label(folder: str | Path, teacher: str | Path, size: tuple[int, int], low: float = 0.1,
@@ -48,7 +40,8 @@ def pseudo_label(folder: str | Path, teacher: str | Path, size: tuple[int, int],
                 failed.append((exc.path, exc.reason))
         if not pictures:
             continue
-        for path, picture, prob in zip(chunk, pictures, flip_averaged(segmenter, np.stack(pictures))):
+        probs = segmenter.run(np.stack([segmenter.prepare(p) for p in pictures]), tta=True)
+        for path, picture, prob in zip(chunk, pictures, probs):
             mask = np.full(prob.shape, 2, np.uint8)
             mask[prob >= high] = 1
             mask[prob <= low] = 0
