@@ -1,9 +1,11 @@
 """Finding image/trimap pairs in the Oxford-IIIT Pet layouts (used by eval and training).
 
-Two layouts are understood:
+Three layouts are understood:
 - as distributed: ``images/NAME.jpg``, ``annotations/trimaps/NAME.png``,
   ``annotations/{trainval,test}.txt`` (lines "NAME CLASS SPECIES BREED");
-- flat: ``images/``, ``trimaps/``, ``{trainval,test}.txt`` (one NAME per line).
+- flat: ``images/``, ``trimaps/``, ``{trainval,test}.txt`` (one NAME per line);
+- binary masks: ``images/``, ``masks/NAME.png`` with 0 = background and 255 = pet
+  (hand-painted or video-annotation sets), optional split lists beside them.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ log = logging.getLogger(__name__)
 class Pair:
     name: str
     image: Path
-    trimap: Path
+    trimap: Path          # the label file: a trimap or a 0/255 mask, as ``kind`` says
+    kind: str = "trimap"  # "trimap" (1 pet, 2 background, 3 border) or "mask" (0/255)
 
 
 class PairList(list):
@@ -37,6 +40,18 @@ class Layout:
     images: Path
     trimaps: Path
     lists: Path   # folder holding trainval.txt / test.txt
+    kind: str = "trimap"
+
+
+def label_problem(label, kind: str) -> str | None:
+    """Why ``label`` is not a valid label of its kind (None when it is): scoring or training on a
+    0/255 mask read as a trimap (or the reverse) would be silently wrong."""
+    import numpy as np
+    allowed = (0, 255) if kind == "mask" else (1, 2, 3)
+    if np.isin(label, allowed).all():
+        return None
+    what = "a 0/255 binary mask" if kind == "mask" else "an Oxford-IIIT Pet trimap"
+    return f"values outside {{{', '.join(map(str, allowed))}}}: not {what}"
 
 
 def breed_of(name: str) -> str:
@@ -56,7 +71,9 @@ def find_layout(root: str | Path) -> Layout:
         return Layout(root / "images", root / "annotations" / "trimaps", root / "annotations")
     if (root / "trimaps").is_dir():
         return Layout(root / "images", root / "trimaps", root)
-    raise FileNotFoundError(f"{root}: no trimaps/ or annotations/trimaps/ folder (not an Oxford-IIIT Pet layout)")
+    if (root / "masks").is_dir():
+        return Layout(root / "images", root / "masks", root, kind="mask")
+    raise FileNotFoundError(f"{root}: no trimaps/, annotations/trimaps/ or masks/ folder (not a labelled layout)")
 
 
 def read_list(path: str | Path) -> list[str]:
@@ -75,7 +92,8 @@ def _index(folder: Path, extensions) -> dict[str, Path]:
             if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith("._")}
 
 
-def find_pairs(images_dir: str | Path, trimaps_dir: str | Path, list_file: str | Path | None = None) -> PairList:
+def find_pairs(images_dir: str | Path, trimaps_dir: str | Path, list_file: str | Path | None = None,
+               kind: str = "trimap") -> PairList:
     """Pairs for the names in ``list_file`` (or every image that has a trimap).
 
     Names missing a partner are logged by name, left out, and listed in ``.missing``.
@@ -90,7 +108,7 @@ def find_pairs(images_dir: str | Path, trimaps_dir: str | Path, list_file: str |
         elif name not in trimaps:
             pairs.missing.append(f"{name}: trimap missing in {trimaps_dir}")
         else:
-            pairs.append(Pair(name, images[name], trimaps[name]))
+            pairs.append(Pair(name, images[name], trimaps[name], kind))
     for message in pairs.missing:
         log.warning("%s, skipped", message)
     return pairs
@@ -103,4 +121,4 @@ def discover(root: str | Path, split: str | None = "test") -> PairList:
     if list_file is not None and not list_file.is_file():
         log.info("%s not found: using every image with a trimap", list_file)
         list_file = None
-    return find_pairs(layout.images, layout.trimaps, list_file)
+    return find_pairs(layout.images, layout.trimaps, list_file, layout.kind)

@@ -98,7 +98,8 @@ class EvalResult:
 def _pair_loader(segmenter, tile: bool, max_pixels: int | None):
     """load(pair, reserve) -> (Decoded, binary target): segment's image loader plus the trimap."""
     from .imageio import ImageReadError, read_label
-    from .preprocess import trimap_to_mask
+    from .dataset import label_problem
+    from .preprocess import label_to_mask
     from .segment import SegmentSettings, image_loader
 
     # Trimaps are aligned with the stored pixels: no EXIF orientation, no reduced decode.
@@ -108,9 +109,10 @@ def _pair_loader(segmenter, tile: bool, max_pixels: int | None):
     def load(pair: Pair, reserve):
         decoded = load_image(pair.image, reserve)
         trimap = read_label(pair.trimap, max_pixels=max_pixels)
-        if not np.isin(trimap, (1, 2, 3)).all():  # e.g. a 0/255 mask: scoring it would be silently wrong
-            raise ImageReadError(pair.trimap, "values outside {1, 2, 3}: not an Oxford-IIIT Pet trimap")
-        return decoded, trimap_to_mask(trimap)
+        problem = label_problem(trimap, pair.kind)
+        if problem:
+            raise ImageReadError(pair.trimap, problem)
+        return decoded, label_to_mask(trimap, pair.kind)
 
     return load
 

@@ -55,3 +55,10 @@ def prepare(rgb: np.ndarray, contract: ModelContract = ModelContract(),
 def trimap_to_mask(trimap: np.ndarray) -> np.ndarray:
     """Oxford-IIIT Pet trimap (1 pet, 2 background, 3 border) -> binary uint8 mask (pet = 1)."""
     return (trimap == 1).astype(np.uint8)
+
+
+def label_to_mask(label: np.ndarray, kind: str = "trimap") -> np.ndarray:
+    """A stored label (Oxford trimap, or a 0/255 binary mask) -> binary uint8 mask (pet = 1)."""
+    if kind == "mask":
+        return (label >= 128).astype(np.uint8)
+    return trimap_to_mask(label)

@@ -35,9 +35,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from a trained .keras model (fine-tuning; fresh optimizer, new run folder)")
     p.add_argument("--val-fraction", type=float, default=0.12,
                    help="validation share carved out of trainval, seeded (default: 0.12); test lists are never used")
-    p.add_argument("--val-data", type=Path, metavar="DIR",
-                   help="validate on this --data root's trainval instead (e.g. images an --init-from model never "
-                        "saw); it is not trained on")
+    p.add_argument("--val-data", type=Path, nargs="+", action="extend", metavar="DIR",
+                   help="validate on these roots' trainval instead (e.g. images an --init-from model never saw); "
+                        "none of it is trained on")
+    p.add_argument("--val-names", type=Path, metavar="FILE",
+                   help="with --val-data: take only these names from val roots that have no trainval list (a fixed "
+                        "part of a set; the rest may be trained on)")
+    p.add_argument("--soft", type=Path, nargs="+", action="extend", default=[], metavar="DIR",
+                   help="distillation: roots holding images/ and teacher_soft/NAME.png (round(255 * p) from a "
+                        "teacher); confident pixels become targets, the band between --soft-low and --soft-high "
+                        "is ignored, empty or unsure images are dropped")
+    p.add_argument("--soft-high", type=float, default=0.8, help="teacher p at or above this is pet (default 0.8)")
+    p.add_argument("--soft-low", type=float, default=0.2, help="teacher p at or below this is background (0.2)")
+    p.add_argument("--negatives", nargs="+", action="extend", default=[], metavar="SRC",
+                   help="pet-free pictures trained with an all-background target: image folders or "
+                        "clip.mp4@START:STOP:STEP frame ranges")
+    p.add_argument("--val-negatives", nargs="+", action="extend", default=[], metavar="SRC",
+                   help="pet-free pictures added to validation (val_empty_fg reports how much of them is painted)")
+    p.add_argument("--labelled-repeat", type=int, default=1, metavar="N",
+                   help="show each hand-labelled training image N times per pass (default 1)")
     p.add_argument("--loss", choices=("bce", "bce+dice"), default="bce",
                    help="bce: the paper's binary cross-entropy (default); bce+dice adds soft Dice")
     p.add_argument("--backgrounds", type=Path, metavar="DIR", help="pet-free scenes for --copy-paste")
@@ -84,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
                           augment=args.augment, init_from=args.init_from, resume=args.resume, max_train=args.max_train,
                           max_val=args.max_val, steps_per_epoch=args.steps_per_epoch,
                           reduce_lr_patience=args.reduce_lr_patience, val_fraction=args.val_fraction,
-                          val_data=args.val_data,
+                          val_data=args.val_data, val_names=args.val_names, soft=args.soft,
+                          soft_high=args.soft_high, soft_low=args.soft_low, negatives=args.negatives,
+                          val_negatives=args.val_negatives, labelled_repeat=args.labelled_repeat,
                           loss=args.loss, backgrounds=args.backgrounds, copy_paste=args.copy_paste,
                           unlabeled=args.unlabeled, teacher=args.teacher, schedule=args.schedule, ema=args.ema)
         summary = train(cfg)

@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 
 from unetlite.infer.contract import ModelContract
-from unetlite.infer.dataset import Pair, discover, find_layout, read_list
+from unetlite.infer.dataset import Pair, discover, find_layout, label_problem, read_list
 from unetlite.infer.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label
-from unetlite.infer.preprocess import resize_image, resize_mask, to_float, trimap_to_mask
+from unetlite.infer.preprocess import label_to_mask, resize_image, resize_mask, to_float
 
 from .augment import AugmentConfig, PasteConfig, augment_pair, paste_pet, random_crop
 
@@ -48,35 +48,45 @@ def held_out_names(root: str | Path) -> set[str]:
     return _names_in(layout.lists / "test.txt") | _names_in(Path(root) / "official" / "test.txt")
 
 
+def _trainval(root: str | Path, held_out: set[str]) -> list[Pair]:
+    layout = find_layout(root)
+    has_list = (layout.lists / "trainval.txt").is_file()
+    return [p for p in discover(root, "trainval" if has_list else None) if p.name not in held_out]
+
+
 def split_pairs(roots: Sequence[str | Path], val_fraction: float = 0.12, seed: int = 0,
-                val_root: str | Path | None = None) -> tuple[list[Pair], list[Pair], str]:
+                val_root: str | Path | Sequence[str | Path] | None = None,
+                val_names: set[str] | None = None) -> tuple[list[Pair], list[Pair], str]:
     """(train, val, description) over one or more dataset roots.
 
     Validation is carved out of trainval (fixed, seeded), never taken from the test split:
     checkpoints and settings are chosen on it, and the test split is scored once per final
     model with `unetlite eval`. Without a trainval list, every pair not in a test list is trainval.
     Names in any test list (the root's or the official one) are never trained on.
-    With ``val_root``, validation is that root's trainval instead (e.g. images a model being
-    fine-tuned has never seen), and none of it is trained on.
+    With ``val_root`` (one or several roots), validation is those roots' trainval instead (e.g.
+    images a model being fine-tuned has never seen); ``val_names`` narrows a val root without lists
+    to those names (a fixed part of a set, the rest of which may be trained on). Nothing validated on
+    is trained on.
     """
     if isinstance(roots, (str, Path)):
         roots = [roots]
-    trainval: list[Pair] = []
     held_out: set[str] = set()
     for root in roots:
         held_out |= held_out_names(root)
-    for root in roots:
-        layout = find_layout(root)
-        has_list = (layout.lists / "trainval.txt").is_file()
-        pairs = discover(root, "trainval" if has_list else None)
-        trainval += [p for p in pairs if p.name not in held_out]
-    trainval.sort(key=lambda p: p.name)
+    trainval = sorted((p for root in roots for p in _trainval(root, held_out)), key=lambda p: p.name)
     if val_root is not None:
-        val_names = {p.name for p in discover(val_root, "trainval") if p.name not in held_out}
-        val = [p for p in trainval if p.name in val_names]
-        train = [p for p in trainval if p.name not in val_names]
-        return train, val, (f"{len(roots)} root(s), trainval minus test lists; validation = the trainval of "
-                            f"{val_root}; {len(held_out)} test names held out")
+        val_roots = [val_root] if isinstance(val_root, (str, Path)) else list(val_root)
+        val: list[Pair] = []
+        for root in val_roots:
+            pairs = _trainval(root, held_out | held_out_names(root))
+            val += [p for p in pairs if val_names is None or p.name in val_names
+                    or (find_layout(root).lists / "trainval.txt").is_file()]
+        chosen = {p.name for p in val}
+        val.sort(key=lambda p: p.name)
+        train = [p for p in trainval if p.name not in chosen]
+        return train, val, (f"{len(roots)} root(s), trainval minus test lists; validation = "
+                            f"{', '.join(map(str, val_roots))} ({len(val)} pairs, not trained on); "
+                            f"{len(held_out)} test names held out")
     order = np.random.default_rng(seed).permutation(len(trainval))
     n_val = max(1, round(len(trainval) * val_fraction))
     val = [trainval[i] for i in sorted(order[:n_val])]
@@ -93,9 +103,10 @@ def load_pair(pair: Pair, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray
     if image.shape[:2] != trimap.shape[:2]:
         raise ImageReadError(pair.trimap, f"size {trimap.shape[1]}x{trimap.shape[0]} differs from its image "
                                           f"{image.shape[1]}x{image.shape[0]}")
-    if not np.isin(trimap, (1, 2, 3)).all():
-        raise ImageReadError(pair.trimap, "values outside {1, 2, 3}: not an Oxford-IIIT Pet trimap")
-    return resize_image(image, size), trimap_to_mask(resize_mask(trimap, size))
+    problem = label_problem(trimap, pair.kind)
+    if problem:
+        raise ImageReadError(pair.trimap, problem)
+    return resize_image(image, size), label_to_mask(resize_mask(trimap, size), pair.kind)
 
 
 def load_arrays(pairs: list[Pair], size: tuple[int, int], workers: int = 8) -> Arrays:

@@ -16,6 +16,8 @@ from unetlite.infer.contract import ModelContract
 from unetlite.infer.preprocess import to_float
 
 from .augment import PRESETS, PasteConfig
+from unetlite.infer.dataset import read_list
+
 from .data import Arrays, concat_arrays, load_arrays, load_backgrounds, make_dataset, split_pairs
 from .losses import LOSSES
 from .metrics import training_metrics
@@ -37,7 +39,14 @@ class TrainConfig:
     learning_rate: float = 1e-3          # RMSprop's default, as in the paper
     seed: int = 0
     val_fraction: float = 0.12           # validation carved out of trainval (seeded); test lists never used
-    val_data: Path | None = None         # instead: validate on this root's trainval (must be one of ``data``)
+    val_data: Path | list[Path] | None = None  # instead: validate on these roots' trainval (never trained on)
+    val_names: Path | None = None        # names file narrowing list-less val roots to a fixed part
+    soft: list[Path] = field(default_factory=list)       # roots with images/ + teacher_soft/ (distillation)
+    soft_high: float = 0.8               # teacher p >= this -> pet
+    soft_low: float = 0.2                # teacher p <= this -> background; between: ignored
+    negatives: list[str] = field(default_factory=list)   # pet-free folders or clip.mp4@START:STOP:STEP
+    val_negatives: list[str] = field(default_factory=list)
+    labelled_repeat: int = 1             # show each hand-labelled image this many times per pass
     augment: str = "standard"            # a preset of augment.PRESETS: standard, strong or none
     init_from: Path | None = None        # start from these weights (fine-tuning), with a fresh optimizer
     resume: bool = False
@@ -97,6 +106,26 @@ def _summary(cfg: TrainConfig, description: str, train: Arrays, val: Arrays) -> 
             "skipped_files": [f"{p}: {r}" for p, r in train.failed + val.failed]}
 
 
+def _distillation(cfg: TrainConfig, size: tuple[int, int], train: Arrays, val: Arrays) -> tuple[Arrays, Arrays, str]:
+    """Append teacher soft-labelled images and pet-free pictures (training) and held-out pet-free ones (validation)."""
+    from .distill import SoftConfig, load_negatives, load_soft
+    extra = ""
+    soft_cfg = SoftConfig(high=cfg.soft_high, low=cfg.soft_low)
+    for root in cfg.soft:
+        arrays = load_soft(root, size, soft_cfg)
+        extra += f"; +{len(arrays)} teacher-labelled images from {root}"
+        train = concat_arrays(train, arrays)
+    for spec in cfg.negatives:
+        arrays = load_negatives(spec, size)
+        extra += f"; +{len(arrays)} pet-free from {spec}"
+        train = concat_arrays(train, arrays)
+    for spec in cfg.val_negatives:
+        arrays = load_negatives(spec, size)
+        extra += f"; validation +{len(arrays)} pet-free from {spec}"
+        val = concat_arrays(val, arrays)
+    return train, val, extra
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) a run in ``cfg.run_dir``; returns the run summary (also in run.json)."""
     keras.utils.set_random_seed(cfg.seed)
@@ -104,10 +133,17 @@ def train(cfg: TrainConfig) -> dict:
     size = (cfg.model.input_size, cfg.model.input_size)
     contract = ModelContract(input_height=size[0], input_width=size[1])
 
-    train_pairs, val_pairs, description = split_pairs(_roots(cfg), cfg.val_fraction, cfg.seed, cfg.val_data)
+    val_names = set(read_list(cfg.val_names)) if cfg.val_names else None
+    train_pairs, val_pairs, description = split_pairs(_roots(cfg), cfg.val_fraction, cfg.seed, cfg.val_data,
+                                                      val_names)
     train_arrays = load_arrays(train_pairs[:cfg.max_train], size)
     val_arrays = load_arrays(val_pairs[:cfg.max_val], size)
+    once = Arrays(train_arrays.names, train_arrays.images, train_arrays.masks, [])
+    for _ in range(cfg.labelled_repeat - 1):
+        train_arrays = concat_arrays(train_arrays, once)
     labelled = len(train_arrays)
+    train_arrays, val_arrays, extra = _distillation(cfg, size, train_arrays, val_arrays)
+    description += extra
     if cfg.unlabeled:
         if not cfg.teacher:
             raise ValueError("--unlabeled needs --teacher (the ONNX model that makes the pseudo-labels)")

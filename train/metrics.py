@@ -41,5 +41,41 @@ class ForegroundIoU(keras.metrics.Metric):
         return {**super().get_config(), "threshold": self.threshold}
 
 
+@keras.saving.register_keras_serializable(package="unetlite")
+class EmptyForeground(keras.metrics.Metric):
+    """Mean predicted foreground fraction over images whose target holds no pet.
+
+    IoU scores every such image 1.0 or 0.0, so it hides how much of a pet-free frame gets
+    painted; this is the number a pet-free video shows (and the one that rose when a student
+    was trained only on photos that always hold a pet).
+    """
+
+    def __init__(self, threshold: float = 0.5, name: str = "empty_fg", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.threshold = threshold
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        axes = tuple(range(1, len(y_true.shape)))
+        labelled = ops.cast(y_true < 1.5, "float32")
+        pets = ops.sum(ops.cast(ops.abs(y_true - 1.0) < 0.5, "float32"), axis=axes)
+        empty = ops.cast(pets == 0, "float32") * ops.cast(ops.sum(labelled, axis=axes) > 0, "float32")
+        painted = ops.mean(ops.cast(y_pred >= self.threshold, "float32"), axis=axes)
+        self.total.assign_add(ops.sum(painted * empty))
+        self.count.assign_add(ops.sum(empty))
+
+    def result(self):
+        return ops.where(self.count > 0, self.total / ops.maximum(self.count, 1.0), 0.0)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
 def training_metrics() -> list[keras.metrics.Metric]:
-    return [ForegroundIoU(name="iou"), keras.metrics.BinaryAccuracy(name="pixel_accuracy")]
+    return [ForegroundIoU(name="iou"), keras.metrics.BinaryAccuracy(name="pixel_accuracy"),
+            EmptyForeground(name="empty_fg")]
