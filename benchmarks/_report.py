@@ -17,7 +17,7 @@ FIXTURE_IMAGES = REPO / "tests" / "data" / "pets" / "images"  # the small set in
 
 def emit(report: dict, out: Path | None = None, show: bool = True) -> None:
     """Print the report as JSON (``show``) and, when ``out`` is given, write it there atomically."""
-    from unetlite.infer.imageio import write_atomic
+    from unetlite.infer.io.images import write_atomic
 
     text = json.dumps(report, indent=2) + "\n"
     if show:

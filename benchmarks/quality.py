@@ -11,9 +11,9 @@ import argparse
 import time
 from pathlib import Path
 
-from unetlite.infer.dataset import discover
-from unetlite.infer.evaluate import evaluate, species_scores
-from unetlite.infer.session import Segmenter
+from unetlite.infer.io.dataset import discover
+from unetlite.infer.pipeline.evaluate import evaluate, species_scores
+from unetlite.infer.engine.segmenter import Segmenter
 
 from _report import emit  # benchmarks/ is on sys.path when run as a script
 

@@ -34,11 +34,12 @@ def main() -> int:
 
     import ray
 
-    from unetlite.infer.distributed import segment_jobs_on_ray
-    from unetlite.infer.backends import available_cpus
-    from unetlite.infer.naming import collect_jobs
-    from unetlite.infer.segment import SegmentSettings, segment_jobs
-    from unetlite.infer.session import Segmenter
+    from unetlite.infer.pipeline.distributed import segment_jobs_on_ray
+    from unetlite.infer.engine.runtimes import available_cpus
+    from unetlite.infer.pipeline.naming import collect_jobs
+    from unetlite.infer.pipeline.items import SegmentSettings
+from unetlite.infer.pipeline.batch import segment_jobs
+    from unetlite.infer.engine.segmenter import Segmenter
 
     segmenter = Segmenter(args.model, providers="cpu", spin=False)  # as `unetlite segment` opens it
     settings = SegmentSettings("mask", args.batch_size)

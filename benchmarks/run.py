@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from _report import REPO, SHARED_DATA, emit  # benchmarks/ is on sys.path when run as a script
-from unetlite.infer.bench import (FP32, OV_INT8, BenchConfig, BenchError, add_bench_arguments, benchmark,
-                                  config_from_args, format_report)
-from unetlite.infer.session import ModelLoadError
+from unetlite.infer.cli.bench import add_bench_arguments, config_from_args
+from unetlite.infer.engine.runtimes import ModelLoadError
+from unetlite.infer.pipeline.bench import FP32, OV_INT8, BenchConfig, BenchError, benchmark, format_report
 
 DEFAULT_MODEL = REPO / "infer" / "models" / "unet_pets.onnx"
 DEFAULT_KERAS = REPO / "benchmarks" / "model" / "unet_pets.keras"

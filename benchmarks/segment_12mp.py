@@ -28,8 +28,8 @@ from pathlib import Path
 import cv2
 
 from _report import PETS_IMAGES, emit  # benchmarks/ is on sys.path when run as a script
-from unetlite.infer.backends import available_cpus
-from unetlite.infer.imageio import read_image
+from unetlite.infer.engine.runtimes import available_cpus
+from unetlite.infer.io.images import read_image
 
 MODES = {"reduced_decode": [], "full_decode": ["--no-reduced-decode"]}
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from _report import PETS_IMAGES, emit  # benchmarks/ is on sys.path when run as a script
-from unetlite.infer.imageio import read_image
-from unetlite.infer.naming import collect_jobs
-from unetlite.infer.segment import SegmentSettings, segment_jobs
-from unetlite.infer.session import Segmenter
+from unetlite.infer.io.images import read_image
+from unetlite.infer.pipeline.naming import collect_jobs
+from unetlite.infer.pipeline.items import SegmentSettings
+from unetlite.infer.pipeline.batch import segment_jobs
+from unetlite.infer.engine.segmenter import Segmenter
 
 
 def main() -> int:

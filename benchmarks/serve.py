@@ -9,7 +9,11 @@
 3. For each --concurrency level, as many client threads (one keep-alive httpx client each)
    send the images round-robin for --seconds: requests/s, p50/p99 latency, errors, and the
    mean inference batch the server formed (X-Unetlite-Batch-Size).
-Targets (issue 11): at concurrency 4, >= 80% of segment's images/s; RSS growth < 50 MB.
+4. The same at concurrency 4 over the Open Inference Protocol (v2, tritonclient's
+   InferenceServerClient, the image as encoded BYTES), then --v2-requests more at concurrency 4
+   with the server's RSS before and after (skipped without tritonclient[http]).
+Targets (issue 11): at concurrency 4, >= 80% of segment's images/s; RSS growth < 50 MB (over /v1,
+and over v2).
 The load generator runs on the same machine as the server and takes CPU from it.
 """
 from __future__ import annotations
@@ -122,6 +126,59 @@ def load(url: str, images: list[bytes], concurrency: int, seconds: float | None 
     return result
 
 
+def load_v2(url: str, images: list[bytes], concurrency: int, seconds: float | None = None,
+            requests: int | None = None) -> dict:
+    """``load`` over v2: one tritonclient InferenceServerClient per thread, image_bytes in, mask out."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    counter = iter(range(requests if requests is not None else 1 << 62))
+    deadline = time.perf_counter() + seconds if seconds is not None else float("inf")
+    wanted = [triton.InferRequestedOutput("mask")]
+
+    def client() -> None:
+        session = triton.InferenceServerClient(url.removeprefix("http://"), network_timeout=120.0)
+        try:
+            while time.perf_counter() < deadline:
+                with lock:
+                    n = next(counter, None)
+                if n is None:
+                    return
+                tensor = triton.InferInput("image_bytes", [1], "BYTES")
+                tensor.set_data_from_numpy(np.array([images[n % len(images)]], dtype=np.object_))
+                started = time.perf_counter()
+                try:
+                    ok = session.infer("unetlite", [tensor], outputs=wanted).as_numpy("mask").size > 0
+                    key = "200"
+                except Exception as exc:  # tritonclient raises its own exception types
+                    ok, key = False, str(getattr(exc, "status", lambda: None)() or type(exc).__name__)
+                elapsed = time.perf_counter() - started
+                with lock:
+                    if ok:
+                        latencies.append(elapsed * 1000)
+                    else:
+                        errors[key] = errors.get(key, 0) + 1
+        finally:
+            session.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    result = {"protocol": "v2", "concurrency": concurrency, "seconds": round(wall, 2), "ok": len(latencies),
+              "errors": errors, "requests_per_s": len(latencies) / wall if wall > 0 else 0.0}
+    if latencies:
+        result.update(p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99),
+                      mean_ms=statistics.fmean(latencies))
+    return result
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=Path, default=PETS_IMAGES if PETS_IMAGES.is_dir() else FIXTURE_IMAGES,
@@ -131,6 +188,8 @@ def main() -> int:
     p.add_argument("--concurrency", default="1,4,16", help="client threads per level (default: 1,4,16)")
     p.add_argument("--sequential", type=int, default=2000, help="memory phase: one-by-one requests (default: 2000)")
     p.add_argument("--burst", type=int, default=500, help="memory phase: requests at concurrency 16 (default: 500)")
+    p.add_argument("--v2-requests", type=int, default=500,
+                   help="v2 memory phase: requests at concurrency 4 (default: 500)")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--segment-runs", type=int, default=3)
     p.add_argument("--providers", default="cpu")
@@ -166,6 +225,23 @@ def main() -> int:
             r = levels_out[-1]
             print(f"concurrency {c}: {r['requests_per_s']:.1f} req/s, p50 {r.get('p50_ms', 0):.1f} ms, "
                   f"p99 {r.get('p99_ms', 0):.1f} ms, errors {r['errors']}", file=sys.stderr)
+        v2 = None
+        try:
+            import tritonclient.http  # noqa: F401  the [dev] extra
+        except ImportError:
+            print("v2: skipped (tritonclient[http] is not installed)", file=sys.stderr)
+        else:
+            load_v2(url, images, 4, requests=args.warmup)
+            v2 = {"before_mb": rss_mb(proc.pid), "concurrent_4": load_v2(url, images, 4, requests=args.v2_requests),
+                  "after_mb": rss_mb(proc.pid)}
+            if v2["before_mb"] is not None:
+                v2["growth_mb"] = v2["after_mb"] - v2["before_mb"]
+            levels_out.append(load_v2(url, images, 4, seconds=args.seconds))
+            r = levels_out[-1]
+            print(f"v2, concurrency 4: {r['requests_per_s']:.1f} req/s, p50 {r.get('p50_ms', 0):.1f} ms, "
+                  f"p99 {r.get('p99_ms', 0):.1f} ms, errors {r['errors']}, RSS growth "
+                  f"{v2.get('growth_mb', float('nan')):.1f} MB", file=sys.stderr)
+        memory["v2"] = v2
         memory["after_all_mb"] = rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -173,7 +249,7 @@ def main() -> int:
 
     import onnxruntime
 
-    from unetlite.infer.backends import available_cpus
+    from unetlite.infer.engine.runtimes import available_cpus
     result = {
         "images": len(images), "image_folder": str(args.images), "providers": args.providers,
         "cpus": available_cpus(), "platform": platform.platform(), "python": platform.python_version(),
@@ -181,13 +257,18 @@ def main() -> int:
         "segment_images_per_s": statistics.median(segment), "segment_runs": segment,
         "levels": levels_out, "memory": memory,
     }
-    at4 = next((r for r in levels_out if r["concurrency"] == 4), None)
+    at4 = next((r for r in levels_out if r["concurrency"] == 4 and r.get("protocol", "v1") == "v1"), None)
     if at4:
         result["c4_vs_segment"] = at4["requests_per_s"] / result["segment_images_per_s"]
     result["targets"] = {
         "c4_vs_segment": {"want": ">= 0.80", "met": result.get("c4_vs_segment", 0) >= 0.8},
         "rss_growth_mb": {"want": "< 50", "met": memory.get("growth_mb") is not None and memory["growth_mb"] < 50},
     }
+    v2_at4 = next((r for r in levels_out if r.get("protocol") == "v2"), None)
+    if v2_at4 and memory.get("v2"):
+        result["v2_c4_vs_segment"] = v2_at4["requests_per_s"] / result["segment_images_per_s"]
+        growth = memory["v2"].get("growth_mb")
+        result["targets"]["v2_rss_growth_mb"] = {"want": "< 50", "met": growth is not None and growth < 50}
     emit(result, args.out)
     return 0
 

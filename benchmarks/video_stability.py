@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from unetlite.infer.outputs import overlay
-from unetlite.infer.session import Segmenter
+from unetlite.infer.io.formats import overlay
+from unetlite.infer.engine.segmenter import Segmenter
 
 from _report import SHARED_DATA, emit  # benchmarks/ is on sys.path when run as a script
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from unetlite.infer.messages import first_line
+from unetlite.infer.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _int8(args: argparse.Namespace, fp32: Path, tmp: Path, calibration: list[Pat
 
 
 def _export(args: argparse.Namespace) -> int:
-    from unetlite.infer.imageio import write_atomic
+    from unetlite.infer.io.images import write_atomic
 
     from .convert import convert, save_onnx
     from .load import run_provenance
@@ -251,7 +251,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetlite.infer.cli import require_tensorflow
+    from unetlite.infer.extras import require_tensorflow
 
     try:
         _validate(args)
@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"unetlite export: {exc}", file=sys.stderr)
         return 2
     require_tensorflow("export")
-    from unetlite.infer.imageio import ImageReadError
+    from unetlite.infer.io.images import ImageReadError
 
     from .load import CheckpointError
 

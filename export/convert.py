@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from unetlite.infer.contract import ModelContract
-from unetlite.infer.imageio import write_atomic
+from unetlite.infer.engine.contract import ModelContract
+from unetlite.infer.io.images import write_atomic
 
 log = logging.getLogger(__name__)
 

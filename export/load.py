@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from unetlite.infer.messages import first_line
+from unetlite.infer.errors import first_line
 
 log = logging.getLogger(__name__)
 

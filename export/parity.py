@@ -16,9 +16,9 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from unetlite.infer.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image
-from unetlite.infer.metrics import confusion, iou_from_counts, mask_iou
-from unetlite.infer.preprocess import prepare
+from unetlite.infer.io.images import IMAGE_EXTENSIONS, ImageReadError, read_image
+from unetlite.infer.pipeline.metrics import confusion, iou_from_counts, mask_iou
+from unetlite.infer.engine.preprocess import prepare
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _batches(images: Sequence[np.ndarray], contract) -> Iterator[np.ndarray]:
 
 def onnx_probabilities(model, images: Sequence[np.ndarray]) -> tuple[np.ndarray, object]:
     """(NxHxW probabilities at the model's input size, the model's contract); CPU, like CI."""
-    from unetlite.infer.session import Segmenter
+    from unetlite.infer.engine.segmenter import Segmenter
 
     with _model_file(model) as path:
         segmenter = Segmenter(path, providers="cpu")

@@ -30,8 +30,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from unetlite.infer.contract import ModelContract
-from unetlite.infer.session import prepare_input
+from unetlite.infer.engine.contract import ModelContract
+from unetlite.infer.engine.preprocess import prepare_input
 
 from .convert import attach_contract, save_onnx
 from .parity import ParityResult, agreement, onnx_probabilities

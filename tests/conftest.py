@@ -1,4 +1,4 @@
-"""Shared fixtures: real data and a tiny real model trained on it.
+"""Shared fixtures: real data and a tiny real model trained on it (committed: tests/data/tiny_unet.onnx).
 
 Data: ../shared/data (or $UNETLITE_SHARED_DATA) when present, else the small real fixture set in
 tests/data (24 Oxford-IIIT Pet pairs, the 100-frame clip; see tests/data/README.md), so the suite
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,49 +66,47 @@ def video_dir() -> Path:
     return VIDEO
 
 
-def _tiny_names() -> list[str]:
-    """The tiny model's training images: up to 96 trainval names of whatever PETS holds."""
-    return pet_names("trainval", 96)
+TINY_ONNX = FIXTURES / "tiny_unet.onnx"  # committed; made by tests/data/make_tiny_model.py
+TINY_RECORD = FIXTURES / "tiny_unet.json"  # its parameter count, recipe and IoU on the fixture pairs
 
 
-def _train_tiny(size: int = 64, steps: int = 240, seed: int = 0):
-    """A small U-Net (4 filters, depth 3) fitted for a fixed number of steps on real pets (96 shared
-    or the 16 fixture images): a real, non-random model, cheap enough for every test run."""
-    keras = pytest.importorskip("keras")
-    from unetlite.infer.imageio import read_image, read_label
-    from unetlite.infer.preprocess import prepare, resize_mask, trimap_to_mask
-    from unetlite.train.model import UNetConfig, build_unet
-    from unetlite.infer.contract import ModelContract
+def _tiny_recipe():
+    """tests/data/make_tiny_model.py as a module: the one recipe behind the tiny model."""
+    import importlib.util
 
-    keras.utils.set_random_seed(seed)
-    contract = ModelContract(input_height=size, input_width=size)
-    names = _tiny_names()
-    x = np.stack([prepare(read_image(PETS / "images" / f"{n}.jpg", apply_orientation=False), contract) for n in names])
-    y = np.stack([trimap_to_mask(resize_mask(read_label(PETS / "trimaps" / f"{n}.png"), (size, size)))
-                  for n in names])[..., None].astype("float32")
-    repeat = -(-96 // len(names))  # few long epochs rather than many short ones (per-epoch overhead)
-    x, y = np.concatenate([x] * repeat), np.concatenate([y] * repeat)
-    model = build_unet(UNetConfig(base_filters=4, depth=3, input_size=size))
-    model.compile(optimizer=keras.optimizers.RMSprop(2e-3), loss="binary_crossentropy")
-    model.fit(x, y, batch_size=8, epochs=max(1, steps * 8 // len(x)), verbose=0)
-    return model
+    spec = importlib.util.spec_from_file_location("make_tiny_model", FIXTURES / "make_tiny_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
-def tiny_keras(pets_dir, tmp_path_factory):
-    """(model, path to its .keras file)."""
-    model = _train_tiny()
+def tiny_keras(tmp_path_factory):
+    """(model, path to its .keras file): the committed tiny model's recipe trained here (seed 0, the
+    16 fixture pets), for train/export tests. Skips without the [train] extra."""
+    pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    model, _ = _tiny_recipe().train()
     path = tmp_path_factory.mktemp("tiny") / "tiny.keras"
     model.save(path)
     return model, path
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tiny_keras, tmp_path_factory) -> Path:
-    """The tiny model exported with dynamic size (any H, W multiple of 8)."""
-    pytest.importorskip("tf2onnx")
-    from unetlite.export.convert import export_onnx
+def tiny_onnx(tmp_path_factory) -> Path:
+    """A copy of the committed tiny real model tests/data/tiny_unet.onnx (U-Net, 4 filters, depth 3,
+    trained on the fixture pets; dynamic size: any H, W multiple of 8; uint8 input). Needs neither
+    TensorFlow, Keras nor tf2onnx. A copy, so a test that writes beside it touches nothing in the repo."""
+    import shutil
 
     path = tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx"
-    export_onnx(tiny_keras[0], path, dynamic_size=True, training_data=f"oxford_pets ({len(_tiny_names())} trainval images, test fixture)")
+    shutil.copyfile(TINY_ONNX, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_record() -> dict:
+    """tests/data/tiny_unet.json: parameters (the Keras count, what `unetlite info` reports), recipe, quality."""
+    import json
+
+    return json.loads(TINY_RECORD.read_text())

@@ -16,10 +16,10 @@ import pytest
 
 from conftest import PETS, pet_names
 from unetlite.infer.cli import main
-from unetlite.infer.contract import ModelContract
-from unetlite.infer.imageio import read_image
-from unetlite.infer.preprocess import prepare
-from unetlite.infer.session import Segmenter
+from unetlite.infer.engine.contract import ModelContract
+from unetlite.infer.io.images import read_image
+from unetlite.infer.engine.preprocess import prepare
+from unetlite.infer.engine.segmenter import Segmenter
 
 pytest.importorskip("tf2onnx")
 
@@ -262,7 +262,7 @@ def test_int8_export_agrees_with_fp32(tiny_keras, calibration_dir, test_images_d
     # so the probabilities are checked on average instead. Broken calibration or a
     # preprocessing mismatch gives IoU < 0.5, empty masks or a mean |diff| of ~0.1 and more.
     assert iou >= 0.95
-    from unetlite.infer.imageio import read_image
+    from unetlite.infer.io.images import read_image
     images = [read_image(p) for p in sorted(test_images_dir.iterdir())]
     fp32, int8 = Segmenter(out_path, providers="cpu"), Segmenter(int8_path, providers="cpu")
     batch = np.stack([fp32.prepare(img) for img in images])

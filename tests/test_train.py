@@ -15,7 +15,7 @@ from conftest import PETS, pet_names
 
 keras = pytest.importorskip("keras")
 
-from unetlite.infer.dataset import discover  # noqa: E402
+from unetlite.infer.io.dataset import discover  # noqa: E402
 from unetlite.train.augment import AugmentConfig, augment_pair  # noqa: E402
 from unetlite.train.data import load_arrays, split_pairs  # noqa: E402
 from unetlite.train.loop import TrainConfig, train  # noqa: E402
@@ -120,7 +120,7 @@ def test_random_split_when_no_official_lists(tmp_path):
 
 
 def _bce(model, arrays):
-    from unetlite.infer.preprocess import to_float
+    from unetlite.infer.engine.preprocess import to_float
     x = np.stack([to_float(i) for i in arrays.images])
     p = np.clip(model.predict_on_batch(x)[..., 0], 1e-7, 1 - 1e-7)
     y = arrays.masks.astype(np.float32)

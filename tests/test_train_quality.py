@@ -10,9 +10,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from unetlite.infer.dataset import read_list  # noqa: E402
-from unetlite.infer.imageio import read_image, read_label  # noqa: E402
-from unetlite.infer.preprocess import resize_image, resize_mask, trimap_to_mask  # noqa: E402
+from unetlite.infer.io.dataset import read_list  # noqa: E402
+from unetlite.infer.io.images import read_image, read_label  # noqa: E402
+from unetlite.infer.engine.preprocess import resize_image, resize_mask, trimap_to_mask  # noqa: E402
 from unetlite.train.augment import PasteConfig, paste_pet  # noqa: E402
 from unetlite.train.data import split_pairs  # noqa: E402
 from unetlite.train.losses import IGNORE, bce_dice, masked_bce, soft_dice  # noqa: E402
@@ -102,7 +102,7 @@ def test_losses_ignore_unlabelled_pixels_and_score_overlap():
 
 
 def test_pseudo_labels_keep_confident_pixels_and_flip_averaging_is_symmetric(pets_dir, tiny_onnx, tmp_path):
-    from unetlite.infer.session import Segmenter
+    from unetlite.infer.engine.segmenter import Segmenter
     from unetlite.train.pseudo import pseudo_label
 
     folder = tmp_path / "unlabelled"

@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetlite.infer.cli import require_tensorflow
+    from unetlite.infer.extras import require_tensorflow
     if not args.download_only:
         require_tensorflow("train")
     data = list(args.data) if args.data else None

@@ -15,10 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-from unetlite.infer.contract import ModelContract
-from unetlite.infer.dataset import Pair, discover, find_layout, label_problem, read_list
-from unetlite.infer.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label
-from unetlite.infer.preprocess import label_to_mask, resize_image, resize_mask, to_float
+from unetlite.infer.engine.contract import ModelContract
+from unetlite.infer.io.dataset import Pair, discover, find_layout, label_problem, read_list
+from unetlite.infer.io.images import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label
+from unetlite.infer.engine.preprocess import label_to_mask, resize_image, resize_mask, to_float
 
 from .augment import AugmentConfig, PasteConfig, augment_pair, paste_pet, random_crop
 

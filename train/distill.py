@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from unetlite.infer.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label
-from unetlite.infer.preprocess import resize_image
+from unetlite.infer.io.images import IMAGE_EXTENSIONS, ImageReadError, read_image, read_label
+from unetlite.infer.engine.preprocess import resize_image
 
 from .data import Arrays
 
@@ -64,7 +64,7 @@ def soft_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
     root = Path(root)
     images, soft = root / "images", root / SOFT_FOLDER
     if not images.is_dir() or not soft.is_dir():
-        raise FileNotFoundError(f"{root}: needs images/ and {SOFT_FOLDER}/ (make them with `unetlite-teacher`)")
+        raise FileNotFoundError(f"{root}: needs images/ and {SOFT_FOLDER}/ (make them with `unetlite soft-labels`)")
     pairs = []
     for image in sorted(images.iterdir()):
         mask = soft / f"{image.stem}.png"

@@ -12,11 +12,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from unetlite.infer.contract import ModelContract
-from unetlite.infer.preprocess import to_float
+from unetlite.infer.engine.contract import ModelContract
+from unetlite.infer.engine.preprocess import to_float
 
 from .augment import PRESETS, PasteConfig
-from unetlite.infer.dataset import read_list
+from unetlite.infer.io.dataset import read_list
 
 from .data import Arrays, concat_arrays, load_arrays, load_backgrounds, make_dataset, split_pairs
 from .losses import LOSSES

@@ -1,4 +1,4 @@
-"""Training metrics (Keras). Numpy versions for evaluation live in unetlite.infer.metrics."""
+"""Training metrics (Keras). Numpy versions for evaluation live in unetlite.infer.pipeline.metrics."""
 from __future__ import annotations
 
 import keras

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unetlite.infer.imageio import write_atomic, write_image
-from unetlite.infer.outputs import side_by_side
+from unetlite.infer.io.images import write_atomic, write_image
+from unetlite.infer.io.formats import side_by_side
 
 
 def read_log(path: str | Path) -> list[dict[str, float]]:

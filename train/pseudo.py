@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from unetlite.infer.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image
-from unetlite.infer.preprocess import resize_image
-from unetlite.infer.session import Segmenter
+from unetlite.infer.io.images import IMAGE_EXTENSIONS, ImageReadError, read_image
+from unetlite.infer.engine.preprocess import resize_image
+from unetlite.infer.engine.segmenter import Segmenter
 
 from .data import Arrays
 

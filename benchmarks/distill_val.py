@@ -1,0 +1,108 @@
+"""Validation for choosing a distilled model: IoU on held-back labelled sets, painted fraction on pet-free video.
+
+    python benchmarks/distill_val.py --model runs/a.onnx --model runs/b.onnx --out benchmarks/distill_val.json
+
+Every set here is one no training arm learns from: the oxford_pets_extra trainval images, the fixed
+kaggle_cats_masks part named in benchmarks/training/distill/val_names.txt (cat.60-80), all 25
+davis_dog_agility frames (a real video of a dog on grass), and the first 400 frames of the pet-free
+pedestrian clip (frames 400-795 may be trained on as negatives; the short clip is frames 0-99).
+Reports per set: dataset IoU (sum of intersections / sum of unions at the label's resolution), pixel
+accuracy, and ``area_ratio`` (predicted / true pet pixels: above 1 means masks spread past the pet,
+the risk of ignoring the teacher's unsure band). Pet-free sets report the mean and worst painted
+fraction. Default inference settings (the model's threshold, no TTA, no clean-up).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from unetlite.infer import Segmenter, read_image
+
+from _report import REPO, SHARED_DATA, emit  # benchmarks/ is on sys.path when run as a script
+
+VAL_NAMES = REPO / "benchmarks" / "training" / "distill" / "val_names.txt"
+
+
+def _names(path: Path) -> set[str]:
+    return {line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
+
+
+def labelled_sets(data: Path) -> dict[str, list[tuple[Path, Path, str]]]:
+    """set name -> (image, label, kind) triples."""
+    extra = data / "oxford_pets_extra"
+    chosen = _names(VAL_NAMES)
+    sets = {"oxford_extra_trainval": [(extra / "images" / f"{n}.jpg", extra / "trimaps" / f"{n}.png", "trimap")
+                                      for n in sorted(_names(extra / "trainval.txt"))]}
+    for key, root in (("kaggle_cats_val", data / "kaggle_cats_masks"), ("davis_dog_agility", data / "davis_dog_agility")):
+        sets[key] = [(p, root / "masks" / f"{p.stem}.png", "mask") for p in sorted((root / "images").glob("*.jpg"))
+                     if p.stem in chosen]
+    return sets
+
+
+def _target(path: Path, kind: str) -> np.ndarray:
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    label = label[..., 0] if label.ndim == 3 else label
+    return (label >= 128) if kind == "mask" else (label == 1)
+
+
+def score(segmenter: Segmenter, triples: list[tuple[Path, Path, str]]) -> dict:
+    inter = union = correct = total = pred_area = true_area = 0
+    for start in range(0, len(triples), 8):
+        chunk = triples[start:start + 8]
+        images = [read_image(image, apply_orientation=False) for image, _, _ in chunk]
+        for (image, label, kind), seg in zip(chunk, segmenter.predict(images)):
+            true, pred = _target(label, kind), seg.mask > 0
+            inter += int(np.count_nonzero(true & pred))
+            union += int(np.count_nonzero(true | pred))
+            correct += int(np.count_nonzero(true == pred))
+            total += true.size
+            pred_area += int(pred.sum())
+            true_area += int(true.sum())
+    return {"images": len(triples), "iou": round(inter / max(union, 1), 4),
+            "pixel_accuracy": round(correct / max(total, 1), 4), "area_ratio": round(pred_area / max(true_area, 1), 3)}
+
+
+def painted(segmenter: Segmenter, video: Path, frames: slice) -> dict:
+    capture = cv2.VideoCapture(str(video))
+    fractions, index, batch = [], 0, []
+    start, stop, step = frames.start or 0, frames.stop, frames.step or 1
+    while stop is None or index < stop:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index >= start and (index - start) % step == 0:
+            batch.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        if len(batch) == 8:
+            fractions += [float(s.mask.mean()) for s in segmenter.predict(batch)]
+            batch = []
+        index += 1
+    if batch:
+        fractions += [float(s.mask.mean()) for s in segmenter.predict(batch)]
+    capture.release()
+    return {"frames": len(fractions), "mean_painted": round(float(np.mean(fractions)), 4),
+            "worst_painted": round(float(np.max(fractions)), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, action="append", help="repeatable; default: the bundled model")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--int8", action="store_true", help="run each model's int8 twin")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    video = args.data / "video"
+    report = {"models": {}}
+    for model in args.model or [None]:
+        segmenter = Segmenter(model, providers="cpu", int8=args.int8)
+        row = {name: score(segmenter, triples) for name, triples in labelled_sets(args.data).items()}
+        row["people_val_frames_0_400_8"] = painted(segmenter, video / "vtest_people_768x576.mp4", slice(0, 400, 8))
+        row["people_short_clip"] = painted(segmenter, video / "vtest_people_short_384x288.mp4", slice(None))
+        report["models"][str(segmenter.path)] = {"runs": segmenter.describe(), **row}
+    emit(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
