@@ -22,6 +22,7 @@ EXTRAS: dict[str, Extra] = {
     "serve": Extra(("fastapi", "uvicorn", "multipart"), "FastAPI, uvicorn and python-multipart"),
     "ray": Extra(("ray", "ray.data"), "Ray Data"),
     "openvino": Extra(("openvino",), "OpenVINO"),
+    "video": Extra(("av",), "PyAV (FFmpeg: H.264, VP9 with alpha, GIF/WebP, pipes)"),
     "cuda": Extra(("onnxruntime",), "onnxruntime-gpu with its CUDA libraries"),
 }
 

@@ -47,6 +47,16 @@ def _background(text: str):
     return parse_background(text)
 
 
+def _fps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.0 < value <= 1000.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text!r}: expected frames per second, e.g. 25 or 29.97")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     width, sep, height = text.lower().partition("x")
     if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
@@ -86,6 +96,10 @@ def register(sub) -> None:
     p.add_argument("--show", action="store_true", help="show the result in a window with the live fps (q/Esc quits)")
     add_output_format_argument(p, formats.video_formats(), "overlay", extra_choices=tuple(formats.VIDEO_ALIASES))
     p.set_defaults(fmt=None)  # overlay, or composite when --background is given
+    fmt_action = next(a for a in p._actions if a.dest == "fmt")
+    fmt_action.help = fmt_action.help.replace(" (default: overlay)", "; cutout: a transparent video into .webm, .gif "
+                                              "or .webp (in other containers the subject on --background's colour) "
+                                              "(default: overlay, or composite with --background)")
     p.add_argument("--background", type=_background, default=None, metavar="blur[:S]|PATH|R,G,B",
                    help="put the subject on a blurred frame (S: sigma in %% of the shorter side, default 3), an "
                         "image or looping video (PATH), or a colour; implies --format composite (whose default "
@@ -94,7 +108,7 @@ def register(sub) -> None:
                    help="soft: an edge-aware alpha from the frame (guided filter) for backgrounds, cutouts and the "
                         "overlay; hard: the binary mask (default soft)")
     p.add_argument("--size", type=_size, metavar="WxH", help="SOURCE - carries raw BGR frames of this size")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of raw frames on standard input (default 25)")
+    p.add_argument("--fps", type=_fps, default=25.0, help="frame rate of raw frames on standard input (default 25)")
     p.add_argument("--smooth", type=_alpha, default=0.0, metavar="ALPHA",
                    help="temporal smoothing of the probability map against flicker, 0 (off) to <1 (default 0)")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N segmented frames")
