@@ -222,12 +222,13 @@ _SEGMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _metrics(segmenter, gate: Gate, state: "ServerState", budget_bytes: int, budget_used):
     """The app's Prometheus collectors, or None without prometheus-client (``/metrics`` then says
     how to install it)."""
+    from .metrics import ServeMetrics
     try:
-        from .metrics import ServeMetrics
-    except ImportError:
+        return ServeMetrics(segmenter, admitted=lambda: gate.admitted, running=lambda: gate.running,
+                            inflight=lambda: state.inflight, budget_capacity=budget_bytes, budget_used=budget_used)
+    except ImportError:  # prometheus-client is part of [serve]; without it the rest still serves
+        log.warning("no /metrics: prometheus-client is not installed (install with: pip install '.[serve]')")
         return None
-    return ServeMetrics(segmenter, admitted=lambda: gate.admitted, running=lambda: gate.running,
-                        inflight=lambda: state.inflight, budget_capacity=budget_bytes, budget_used=budget_used)
 
 
 def create_fastapi(segmenter, config: ServeConfig, gate: Gate, state: "ServerState | None" = None) -> FastAPI:

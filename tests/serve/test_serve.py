@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import signal
 import socket
@@ -12,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -24,6 +23,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
+from serve.serving import STARTUP_S, Server, start_server  # noqa: E402
+
 from unetlite.infer.cli import main as cli_main  # noqa: E402
 from unetlite.infer.io.images import decode_image, encode_image  # noqa: E402
 from unetlite.infer.engine.modelinfo import inspect  # noqa: E402
@@ -32,51 +33,6 @@ from unetlite.infer.engine.segmenter import Segmenter, default_model_path  # noq
 
 TOKEN = "s3cret-test-token"
 MAX_BYTES = 2_000_000
-STARTUP_S = 180
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    log: list[str] = field(default_factory=list)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def text(self) -> str:
-        return "".join(self.log)
-
-
-def start_server(*args: str, env: dict[str, str] | None = None) -> Server:
-    """`unetlite serve --port 0 ...`; the port comes from its startup line."""
-    proc = subprocess.Popen([sys.executable, "-m", "unetlite.infer.cli", "serve", "--port", "0", "--providers", "cpu",
-                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
-    log: list[str] = []
-    found: dict[str, str] = {}
-    ready = threading.Event()
-
-    def pump() -> None:  # keep reading stderr so the pipe never fills
-        for line in proc.stderr:
-            log.append(line)
-            match = re.search(r"listening on (http://\S+?:\d+)", line)
-            if match and not ready.is_set():
-                found["url"] = match.group(1)
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(STARTUP_S) or "url" not in found:
-        proc.kill()
-        raise AssertionError("server did not start:\n" + "".join(log))
-    return Server(proc, found["url"], log)
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +100,11 @@ def test_healthz_docs_and_openapi(server):
     assert health.json()["status"] == "ok" and health.json()["provider"] == "CPUExecutionProvider"
     docs = httpx.get(f"{server.url}/docs")
     assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+    assert "/docs/assets/swagger-ui-bundle.js" in docs.text and "cdn." not in docs.text  # packaged, offline
+    assert httpx.get(f"{server.url}/docs/assets/swagger-ui-bundle.js").status_code == 200
+    assert httpx.get(f"{server.url}/docs/openapi-3.0.json").json()["openapi"].startswith("3.0")
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "static/app.js" in page.text
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v1/segment", "/v1/model", "/healthz"} <= set(paths)
     assert "multipart/form-data" in paths["/v1/segment"]["post"]["requestBody"]["content"]
