@@ -1,4 +1,4 @@
-"""Stills for docs/video.md and README, made with the bundled model on the shared pet footage:
+"""Stills for README, made with the bundled model on the shared pet footage:
 
     python benchmarks/video_stills.py --docs docs/
 

@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the U-Net on Oxford-IIIT Pet (needs unetlite[train])",
+    p = sub.add_parser("train", help="train the U-Net on Oxford-IIIT Pet (needs the [train] extra)",
                        description="Train the reference U-Net (RMSprop + binary cross-entropy, strong "
                                    "augmentation, best-only checkpoints) into a run folder.")
     src = p.add_mutually_exclusive_group(required=True)

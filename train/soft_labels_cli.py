@@ -10,7 +10,7 @@ COMMAND = "soft-labels"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        COMMAND, help="soft pet masks from a pretrained teacher, for `unetlite train --soft` (needs unetlite[train])",
+        COMMAND, help="soft pet masks from a pretrained teacher, for `unetlite train --soft` (needs the [train] extra)",
         description="Run the DeepLabV3 PASCAL VOC teacher (a .tflite file you pass; never shipped) over folders of "
                     "images, image files and video frame ranges, and write a --soft root: ROOT/images/NAME.* and "
                     "ROOT/teacher_soft/NAME.png = round(255 * P(cat or dog)) at each image's size. Pictures not "

@@ -44,7 +44,7 @@ _LIMITS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the model over HTTP (needs unetlite[serve])",
+    p = sub.add_parser("serve", help="serve the model over HTTP (needs the [serve] extra)",
                        description="Serve the model over HTTP: a page at /, POST /v1/segment, GET /v1/model, "
                                    "GET /healthz, the Open Inference Protocol under /v2, Prometheus /metrics, "
                                    "API docs at /docs. Binds to loopback unless --host says otherwise.")
