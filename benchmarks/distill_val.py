@@ -48,13 +48,21 @@ def _target(path: Path, kind: str) -> np.ndarray:
     return (label >= 128) if kind == "mask" else (label == 1)
 
 
-def score(segmenter: Segmenter, triples: list[tuple[Path, Path, str]]) -> dict:
+SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def score(segmenter: Segmenter, triples: list[tuple[Path, Path, str]], sweep: dict | None = None) -> dict:
+    """Scores at the model's threshold; ``sweep`` (threshold -> [intersection, union]) accumulates other thresholds."""
     inter = union = correct = total = pred_area = true_area = 0
     for start in range(0, len(triples), 8):
         chunk = triples[start:start + 8]
         images = [read_image(image, apply_orientation=False) for image, _, _ in chunk]
         for (image, label, kind), seg in zip(chunk, segmenter.predict(images)):
             true, pred = _target(label, kind), seg.mask > 0
+            for threshold, counts in (sweep or {}).items():
+                other = seg.probability >= threshold
+                counts[0] += int(np.count_nonzero(true & other))
+                counts[1] += int(np.count_nonzero(true | other))
             inter += int(np.count_nonzero(true & pred))
             union += int(np.count_nonzero(true | pred))
             correct += int(np.count_nonzero(true == pred))
@@ -97,7 +105,9 @@ def main() -> None:
     report = {"models": {}}
     for model in args.model or [None]:
         segmenter = Segmenter(model, providers="cpu", int8=args.int8)
-        row = {name: score(segmenter, triples) for name, triples in labelled_sets(args.data).items()}
+        sweep = {t: [0, 0] for t in SWEEP}
+        row = {name: score(segmenter, triples, sweep) for name, triples in labelled_sets(args.data).items()}
+        row["threshold_sweep_all_labelled_iou"] = {str(t): round(i / max(u, 1), 4) for t, (i, u) in sweep.items()}
         row["people_val_frames_0_400_8"] = painted(segmenter, video / "vtest_people_768x576.mp4", slice(0, 400, 8))
         row["people_short_clip"] = painted(segmenter, video / "vtest_people_short_384x288.mp4", slice(None))
         report["models"][str(segmenter.path)] = {"runs": segmenter.describe(), **row}

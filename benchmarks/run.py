@@ -1,8 +1,9 @@
 """Reproduce the README's speed table: `python benchmarks/run.py --out benchmarks/results.json`.
 
 Runs `unetlite bench`'s code (each engine in its own process, engines taking turns over
-rounds, same thread count) on the bundled model, its int8 twin, the Keras checkpoint it
-was exported from and -- when installed -- OpenVINO, plus the end-to-end 640x480 video
+rounds, same thread count) on the bundled model and its int8 twin with every registered
+runtime that runs here, TensorFlow on the Keras model rebuilt from the same ONNX weights
+(unetlite.export.keras_from_onnx; no second copy of the weights), plus the end-to-end 640x480 video
 frame rate on the shared test video. Writes one JSON with the machine described and the
 issue's targets checked. Inputs that are absent are skipped with a note, never faked.
 """
@@ -19,7 +20,6 @@ from unetlite.infer.engine.runtimes import ModelLoadError
 from unetlite.infer.pipeline.bench import FP32, OV_INT8, BenchConfig, BenchError, benchmark, format_report
 
 DEFAULT_MODEL = REPO / "infer" / "models" / "unet_pets.onnx"
-DEFAULT_KERAS = REPO / "benchmarks" / "model" / "unet_pets.keras"
 DEFAULT_VIDEO = SHARED_DATA / "video" / "vtest_people_768x576.mp4"
 DEFAULTS = BenchConfig(rounds=7, runs=60, warmup=10, video_frames=100)
 
@@ -46,21 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX fp32 model")
-    p.add_argument("--keras", type=Path, default=DEFAULT_KERAS, help="Keras checkpoint of the same network")
+    p.add_argument("--keras", type=Path, help="Keras checkpoint of the same network (default: rebuilt from --model)")
     p.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="video for the 640x480 frame rate")
     add_bench_arguments(p, DEFAULTS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     notes = []
-    keras_path, video = args.keras, args.video
-    if keras_path is not None and not keras_path.is_file():
-        notes.append(f"TensorFlow skipped: Keras checkpoint {keras_path} not found (pass --keras)")
-        keras_path = None
+    video = args.video
     if video is not None and not video.is_file():
         notes.append(f"video skipped: {video} not found (pass --video)")
         video = None
-    cfg = config_from_args(args, model=args.model, keras=keras_path, video=video, notes=tuple(notes))
+    cfg = config_from_args(args, model=args.model, keras=args.keras, video=video, notes=tuple(notes))
     try:
         report = benchmark(cfg)
     except (BenchError, ModelLoadError) as exc:

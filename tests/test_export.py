@@ -291,3 +291,117 @@ def test_int8_on_dynamic_size_model(tiny_onnx, calibration_dir, tmp_path):
         assert np.abs(probs - fp32.run(x)).mean() < 0.02  # measured ~0.004
     check = compare_int8(tiny_onnx, out, images[8:])
     assert check.images == 8 and check.max_abs_diff < 0.2
+
+
+# ---- uint8 input, export + quantize + run (moved from tests/engine/test_engine.py: needs Keras) ----
+
+def _images(count: int = 4) -> list[np.ndarray]:
+    return [read_image(PETS / "images" / f"{n}.jpg") for n in pet_names("test", count)]
+
+
+def test_uint8_export_quantize_and_run(tiny_keras, tmp_path, pets_dir):
+    from unetlite.export.convert import export_onnx
+    from unetlite.export.quantize import quantize_int8
+
+    model, _ = tiny_keras
+    u8, f32 = tmp_path / "u8.onnx", tmp_path / "f32.onnx"
+    export_onnx(model, u8, dynamic_size=True)                       # the default for new exports
+    export_onnx(model, f32, dynamic_size=True, uint8_input=False)  # what older exports look like
+    assert onnx.load(str(u8)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    seg_u8, seg_f32 = Segmenter(u8, providers="cpu"), Segmenter(f32, providers="cpu")
+    assert seg_u8.input_dtype == seg_u8.contract.input_dtype == "uint8"
+    assert seg_f32.input_dtype == seg_f32.contract.input_dtype == "float32"
+
+    images = _images(4)
+    pixels = np.stack([seg_u8.prepare(img) for img in images])
+    floats = np.stack([seg_f32.prepare(img) for img in images])
+    assert pixels.dtype == np.uint8 and floats.dtype == np.float32
+    reference = model.predict_on_batch(floats)[..., 0]
+    for seg in (seg_u8, seg_f32):  # both feeds work on both models (old callers pass floats)
+        for batch in (pixels, floats):
+            np.testing.assert_allclose(seg.run(batch), reference, atol=1e-5)
+
+    int8 = quantize_int8(u8, tmp_path / "u8.int8.onnx", _images(8)[4:], method="average")
+    seg_int8 = Segmenter(u8, providers="cpu", int8=True)
+    assert seg_int8.path == int8 and seg_int8.input_dtype == "uint8"
+    assert seg_int8.contract.quantization == "int8-qdq" and seg_int8.contract.input_dtype == "uint8"
+    probs = seg_int8.run(pixels)
+    assert probs.shape == reference.shape and np.abs(probs - reference).mean() < 0.05
+
+
+# ---- the Keras model rebuilt from the ONNX weights (the TensorFlow benchmark's model) -------------
+
+BUNDLED = Path(__file__).resolve().parents[1] / "infer" / "models" / "unet_pets.onnx"
+
+
+def _rebuild_parity(onnx_path: Path, size=None):
+    from unetlite.export.keras_from_onnx import check_rebuild, rebuild_keras
+
+    model = rebuild_keras(onnx_path)
+    images = [read_image(p) for p in sorted((PETS / "images").glob("*.jpg"))[:8]]
+    return model, check_rebuild(model, onnx_path, images, size=size)
+
+
+def test_keras_rebuilt_from_the_tiny_onnx_matches_it(tiny_onnx, pets_dir):
+    """tests/data/tiny_unet.onnx: uint8 input, dynamic size, depth 3, 4 filters."""
+    from unetlite.export.keras_from_onnx import read_onnx_unet
+
+    unet = read_onnx_unet(tiny_onnx)
+    assert (unet.base_filters, unet.depth, unet.channels, unet.input_size) == (4, 3, 3, 64)
+    assert unet.contract.input_dtype == "uint8" and unet.contract.dynamic_size
+    for size in (None, (96, 128)):   # the contract's 64x64 and another multiple of 8: H, W left open
+        model, check = _rebuild_parity(tiny_onnx, size)
+        assert check.passed and check.max_abs_diff < 1e-4 and check.mask_iou == 1.0, check.summary()
+    assert model.input_shape == (None, None, None, 3)
+    assert model.count_params() == 30365
+
+
+def test_keras_rebuilt_from_a_float_input_export_matches_it(tiny_keras, tmp_path, pets_dir):
+    """Older exports take float32 [0, 1]; the rebuild reads the same weights either way."""
+    from unetlite.export.convert import export_onnx
+
+    source, _ = tiny_keras
+    path = tmp_path / "f32.onnx"
+    export_onnx(source, path, dynamic_size=True, uint8_input=False)
+    model, check = _rebuild_parity(path)
+    assert check.passed, check.summary()
+    for a, b in zip(model.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)   # the very same weights, bit for bit
+
+
+def test_keras_rebuilt_from_the_bundled_model_matches_it(pets_dir):
+    """The 7.8 M parameter model the TensorFlow benchmark times: the same probabilities within 1e-4."""
+    model, check = _rebuild_parity(BUNDLED)
+    assert model.count_params() == 7_779_385 and model.input_shape == (None, 256, 256, 3)
+    assert check.passed and check.max_abs_diff < 1e-4 and check.mask_iou == 1.0, check.summary()
+
+
+def test_rebuild_refuses_what_is_not_a_unetlite_unet(tmp_path):
+    from onnx import TensorProto, helper
+
+    from unetlite.export.keras_from_onnx import RebuildError, main as rebuild_main, read_onnx_unet
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 3])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph), path)
+    with pytest.raises(RebuildError, match="not a unetlite U-Net"):
+        read_onnx_unet(path)
+    assert rebuild_main([str(path), "-o", str(tmp_path / "x.keras")]) == 2
+    assert not (tmp_path / "x.keras").exists()
+
+
+def test_rebuild_command_writes_a_loadable_checked_model(tiny_onnx, pets_dir, tmp_path, capsys):
+    import keras
+
+    from unetlite.export.keras_from_onnx import cached_keras, main as rebuild_main
+
+    out = tmp_path / "tiny.keras"
+    assert rebuild_main([str(tiny_onnx), "-o", str(out), "--check-images", str(PETS / "images")]) == 0
+    printed = capsys.readouterr().out
+    assert ": ok" in printed and f"wrote {out}" in printed
+    assert keras.models.load_model(out, compile=False).count_params() == 30365
+    cached = cached_keras(tiny_onnx, tmp_path / "cache")
+    assert cached == cached_keras(tiny_onnx, tmp_path / "cache")   # keyed by the ONNX bytes: built once
+    assert keras.models.load_model(cached, compile=False).input_shape == (None, 64, 64, 3)

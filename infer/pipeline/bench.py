@@ -8,8 +8,12 @@ the others wait on a pipe. All get the same thread count. Each round gives each 
 p50/p95/p99; the report keeps the median over rounds, and every ratio per round with
 its min and max, so a noisy round shows up instead of hiding in an average.
 
-TensorFlow is timed as a ``tf.function`` on the Keras checkpoint (``model.predict`` adds
-~3x overhead at batch 1). Video is end to end at 640x480: decode, preprocess, infer,
+The ONNX engines are every runtime in the registry (``engine.runtimes.REGISTRY``) that can run
+here, each on the fp32 model and its int8 twin (and bf16 where the runtime offers it): a new
+runtime is timed without a line changed here. TensorFlow is timed as a ``tf.function``
+(``model.predict`` adds ~3x overhead at batch 1) on the Keras model rebuilt from the fp32 ONNX
+file in its worker (``unetlite.export.keras_from_onnx``, needs the [train] extra), or on a
+checkpoint given with ``keras``. Video is end to end at 640x480: decode, preprocess, infer,
 resize back, overlay -- `unetlite video`'s own per-frame code.
 """
 from __future__ import annotations
@@ -33,14 +37,18 @@ from ..errors import UnetliteError, first_line
 log = logging.getLogger(__name__)
 
 TF = "tensorflow"
-FP32 = "onnxruntime_fp32"
-INT8 = "onnxruntime_int8"
-OV_FP32 = "openvino_fp32"
-OV_INT8 = "openvino_int8"
-OV_BF16 = "openvino_bf16"
-# ratio name -> (numerator, denominator), both p50
-RATIOS = {f"{a}_vs_{b}": (a, b) for a, b in ((FP32, TF), (INT8, FP32), (OV_FP32, FP32), (OV_INT8, FP32),
-                                            (OV_BF16, OV_FP32))}
+# Report names are <label>_<variant>; the label is the registry name except for onnxruntime CPU
+# (its historical name in the README and results.json).
+ENGINE_LABELS = {"cpu": "onnxruntime"}
+
+
+def engine_name(runtime: str, variant: str) -> str:
+    """'cpu', 'fp32' -> 'onnxruntime_fp32'; 'cuda', 'int8' -> 'cuda_int8'."""
+    return f"{ENGINE_LABELS.get(runtime, runtime)}_{variant}"
+
+
+FP32, INT8 = engine_name("cpu", "fp32"), engine_name("cpu", "int8")
+OV_FP32, OV_INT8, OV_BF16 = (engine_name("openvino", v) for v in ("fp32", "int8", "bf16"))
 VIDEO_SIZE = (480, 640)  # (height, width) of the end-to-end video measurement
 MIN_VIDEO_FRAMES = 2     # fewer timed frames per round than this is not a frame rate
 PAUSE_S = 0.2            # between turns: the previous engine's threads stop spinning
@@ -57,7 +65,9 @@ class BenchConfig:
 
     model: Path | None = None            # ONNX fp32 (default: the bundled model)
     int8: Path | None = None             # ONNX int8 (default: <model stem>.int8.onnx when present)
-    keras: Path | None = None            # Keras checkpoint of the same network (TensorFlow engine)
+    keras: Path | None = None            # Keras checkpoint (default: rebuilt from the fp32 ONNX model)
+    tensorflow: bool = True              # time TensorFlow when it is installed
+    providers: tuple[str, ...] | None = None  # registry runtimes to time (None: every one that runs here)
     batch_sizes: tuple[int, ...] = (1, 8)
     rounds: int = 5                      # turns per engine, alternating A B C A B C ...
     runs: int = 40                       # timed batch-1 calls per engine per round
@@ -66,8 +76,8 @@ class BenchConfig:
     spin: bool = True                    # onnxruntime busy-waiting (off helps on a busy machine)
     video: Path | None = None
     video_frames: int = 50               # timed frames per engine per round
-    openvino: bool = True                # time OpenVINO when it is installed
-    bf16: bool = False                   # also time OpenVINO bf16
+    openvino: bool = True                # time OpenVINO when it is installed (--no-openvino)
+    bf16: bool = False                   # also time bf16 on the runtimes offering it
     seed: int = 0
     notes: tuple[str, ...] = ()
 
@@ -77,9 +87,10 @@ class EngineSpec:
     """One engine, as its worker process builds it."""
 
     name: str
-    model: str                           # ONNX file, or the Keras checkpoint for TensorFlow
-    providers: str = "cpu"               # cpu | openvino (TensorFlow: unused)
+    model: str                           # ONNX file; TensorFlow: a Keras checkpoint or the ONNX to rebuild from
+    providers: str = "cpu"               # a registry runtime (TensorFlow: unused)
     precision: str = "fp32"
+    variant: str = "fp32"                # fp32 | int8 | bf16: which model and precision
 
 
 def percentiles(seconds: np.ndarray) -> dict[str, float]:
@@ -91,21 +102,36 @@ def percentiles(seconds: np.ndarray) -> dict[str, float]:
 
 # ---- inside a worker process ---------------------------------------------------------------------
 
+class SkipEngine(Exception):
+    """Raised in a worker: this engine cannot be timed here (the bench goes on without it, with a note)."""
+
+
 def _tensorflow_engine(path: Path, threads: int) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
-    """A tf.function over the Keras model; threads set before TensorFlow makes its pools."""
+    """A tf.function over the Keras model (a checkpoint, or rebuilt from an ONNX file); threads set
+    before TensorFlow makes its pools."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # keras raises many types for bad files
-        raise BenchError(f"{path}: not a loadable Keras model ({first_line(exc)})") from None
+    if path.suffix == ".onnx":
+        # export/ builds on train/ (Keras): imported only here, in the TensorFlow worker.
+        from unetlite.export.keras_from_onnx import RebuildError, rebuild_keras
+        try:
+            model = rebuild_keras(path, dynamic_size=False)
+        except RebuildError as exc:
+            raise SkipEngine(f"cannot rebuild a Keras model from {path.name} ({first_line(exc)}); pass --keras")
+        source = f"rebuilt from {path.name}"
+    else:
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as exc:  # keras raises many types for bad files
+            raise BenchError(f"{path}: not a loadable Keras model ({first_line(exc)})") from None
+        source = f"checkpoint {path.name}"
     fn = tf.function(lambda x: model(x, training=False))
     info = {"provider": "TensorFlow " + ("GPU" if tf.config.list_physical_devices("GPU") else "CPU"),
-            "precision": "fp32", "threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "keras": source, "precision": "fp32", "threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "input_shape": list(model.input_shape), "versions": {"tensorflow": tf.__version__,
                                                                  "keras": keras.__version__}}
     return (lambda x: fn(x).numpy()[..., 0]), info
@@ -189,6 +215,9 @@ def _worker(conn, spec: EngineSpec, threads: int, spin: bool, video: str | None)
 
                 def frame_step(index: int) -> None:
                     pipeline(index, next_frame())
+    except SkipEngine as exc:
+        conn.send({"skip": str(exc)})
+        return
     except Exception as exc:  # reported to the parent as one line
         conn.send({"error": first_line(exc)})
         return
@@ -222,10 +251,23 @@ def tensorflow_available() -> bool:
         return False
 
 
+def _runnable(name: str, facts) -> str | None:
+    """None when the registered runtime ``name`` can run here, else why not (the registry's own words)."""
+    from ..engine import runtimes
+
+    try:
+        runtimes.choose(name, facts, runtimes.names())
+    except runtimes.BackendError as exc:
+        return first_line(exc)
+    return None
+
+
 def engine_specs(cfg: BenchConfig, notes: list[str]) -> list[EngineSpec]:
-    """The engines that can run here, in timing order; notes say why others are skipped."""
-    from ..engine.runtimes import openvino_installed
-    from ..engine.segmenter import default_model_path, int8_twin
+    """The engines that can run here, in timing order (TensorFlow, then the registry's runtimes in
+    registry order, each fp32, int8, bf16); notes say why others are skipped. A runtime named in
+    ``cfg.providers`` that cannot run here is an error, not a note."""
+    from ..engine import runtimes
+    from ..engine.segmenter import default_model_path
 
     model = Path(cfg.model) if cfg.model else default_model_path()
     if not model.is_file():
@@ -236,28 +278,67 @@ def engine_specs(cfg: BenchConfig, notes: list[str]) -> list[EngineSpec]:
     if cfg.int8 is None and int8 is None:
         notes.append(f"int8 skipped: no --int8 and no {model.stem}.int8.onnx next to {model}")
     specs = []
-    if cfg.keras is None:
-        notes.append("TensorFlow skipped: no --keras checkpoint given")
-    elif not Path(cfg.keras).is_file():
+    if cfg.keras is not None and not Path(cfg.keras).is_file():
         raise BenchError(f"{cfg.keras}: Keras checkpoint not found")
+    if not cfg.tensorflow:
+        notes.append("TensorFlow skipped: --no-tensorflow")
     elif not tensorflow_available():
         notes.append("TensorFlow skipped: not installed; pip install '.[train]'")
-    else:
-        specs.append(EngineSpec(TF, str(cfg.keras)))
-    specs.append(EngineSpec(FP32, str(model)))
-    if int8:
-        specs.append(EngineSpec(INT8, str(int8)))
-    if not cfg.openvino:
-        notes.append("OpenVINO skipped: --no-openvino")
-    elif not openvino_installed():
-        notes.append("OpenVINO skipped: not installed; pip install '.[openvino]'")
-    else:
-        specs.append(EngineSpec(OV_FP32, str(model), "openvino"))
+    else:  # no checkpoint: the worker rebuilds the Keras model from the fp32 ONNX file
+        specs.append(EngineSpec(TF, str(cfg.keras if cfg.keras is not None else model)))
+    unknown = [name for name in cfg.providers or () if name not in runtimes.REGISTRY]
+    if unknown:
+        raise BenchError(f"--providers {','.join(unknown)}: expected registered runtimes "
+                         f"({', '.join(runtimes.names())})")
+    facts = runtimes.machine_facts()
+    bf16_offered = False
+    for name in cfg.providers or runtimes.names():
+        runtime = runtimes.REGISTRY[name]
+        if name == "openvino" and not cfg.openvino and not cfg.providers:
+            notes.append("openvino skipped: --no-openvino")
+            continue
+        problem = _runnable(name, facts)
+        if problem and cfg.providers:
+            raise BenchError(problem)
+        if problem:
+            notes.append(f"{name} skipped: {problem}")
+            continue
+        specs.append(EngineSpec(engine_name(name, "fp32"), str(model), name))
         if int8:
-            specs.append(EngineSpec(OV_INT8, str(int8), "openvino"))
-        if cfg.bf16:
-            specs.append(EngineSpec(OV_BF16, str(model), "openvino", "bf16"))
+            specs.append(EngineSpec(engine_name(name, "int8"), str(int8), name, variant="int8"))
+        if cfg.bf16 and "bf16" in runtime.precisions:
+            bf16_offered = True
+            specs.append(EngineSpec(engine_name(name, "bf16"), str(model), name, "bf16", "bf16"))
+    if cfg.bf16 and not bf16_offered:
+        notes.append("bf16 skipped: no runtime timed here offers it")
+    if not any(spec.name != TF for spec in specs):
+        raise BenchError("no ONNX runtime to time (see the notes)" if not notes else
+                         f"no ONNX runtime to time: {notes[-1]}")
     return specs
+
+
+def reference(specs: list[EngineSpec]) -> str:
+    """The engine everything is compared with: the first ONNX fp32 one."""
+    return next(s.name for s in specs if s.name != TF and s.variant == "fp32")
+
+
+def ratio_pairs(specs: list[EngineSpec]) -> dict[str, tuple[str, str]]:
+    """ratio name -> (numerator, denominator), both p50. The reference is the first ONNX fp32
+    engine (onnxruntime CPU when timed): every other fp32 and int8 engine against it, bf16 against
+    its own runtime's fp32, and the reference against TensorFlow."""
+    onnx_specs = [s for s in specs if s.name != TF]
+    ref = reference(specs)
+    pairs = []
+    if any(s.name == TF for s in specs):
+        pairs.append((ref, TF))
+    for spec in onnx_specs:
+        if spec.name == ref:
+            continue
+        if spec.variant == "bf16":
+            pairs.append((spec.name, engine_name(spec.providers, "fp32")))
+        else:
+            pairs.append((spec.name, ref))
+    return {f"{a}_vs_{b}": (a, b) for a, b in pairs}
 
 
 class _Workers:
@@ -284,7 +365,7 @@ class _Workers:
             reply = {"error": f"worker exited with code {self.procs[name].exitcode}"}
         if "error" in reply:
             raise BenchError(f"{name}: {reply['error']}")
-        return reply
+        return reply  # {"skip": why} only as a first message: the engine cannot be timed here
 
     def close(self) -> None:
         for name, conn in self.conns.items():
@@ -319,9 +400,9 @@ def _summarise(turns: dict[str, list[dict]], ready: dict[str, dict], specs: list
     return engines
 
 
-def _ratios(engines: dict, turns: dict) -> tuple[dict, dict]:
+def _ratios(engines: dict, turns: dict, pairs: dict[str, tuple[str, str]]) -> tuple[dict, dict]:
     ratios, spread = {}, {}
-    for name, (a, b) in RATIOS.items():
+    for name, (a, b) in pairs.items():
         if a in engines and b in engines:
             ratios[name] = engines[a]["p50_ms"] / engines[b]["p50_ms"]
             per_round = [x["p50_ms"] / y["p50_ms"] for x, y in zip(turns[a], turns[b])]
@@ -393,19 +474,28 @@ def benchmark(cfg: BenchConfig) -> dict:
         notes.append("video skipped: pass --video FILE (decoded and timed end to end at 640x480)")
     workers = _Workers(specs, threads, cfg.spin, str(cfg.video) if cfg.video else None)
     try:
-        ready = {spec.name: workers.ask(spec.name, None)["ready"] for spec in specs}
-        size = tuple(ready[FP32]["input_size"])
+        ready = {}
+        for spec in list(specs):
+            reply = workers.ask(spec.name, None)
+            if "skip" in reply:
+                notes.append(f"{spec.name} skipped: {reply['skip']}")
+                specs.remove(spec)
+            else:
+                ready[spec.name] = reply["ready"]
+        pairs = ratio_pairs(specs)
+        ref = reference(specs)
+        size = tuple(ready[ref]["input_size"])
         for spec in specs:
             if tuple(ready[spec.name]["input_size"]) != size:
                 raise BenchError(f"{spec.model}: input {ready[spec.name]['input_size']} differs from the fp32 "
                                  f"model's {list(size)}")
         probe = (np.random.default_rng(cfg.seed).integers(0, 256, (1, *size, 3)) / np.float32(255)).astype(np.float32)
         outputs = {spec.name: workers.ask(spec.name, {"probe": probe})["probe"] for spec in specs}
-        parity = {f"{name}_vs_{FP32}_max_abs": float(np.abs(out - outputs[FP32]).max())
-                  for name, out in outputs.items() if name != FP32}
-        if parity.get(f"{TF}_vs_{FP32}_max_abs", 0.0) > 1e-3:
-            notes.append(f"warning: {cfg.keras} and the ONNX model disagree (max |diff| "
-                         f"{parity[f'{TF}_vs_{FP32}_max_abs']:.3g}): are they the same network?")
+        parity = {f"{name}_vs_{ref}_max_abs": float(np.abs(out - outputs[ref]).max())
+                  for name, out in outputs.items() if name != ref}
+        if parity.get(f"{TF}_vs_{ref}_max_abs", 0.0) > 1e-3:
+            notes.append(f"warning: the Keras model ({ready[TF]['keras']}) and the ONNX model disagree (max |diff| "
+                         f"{parity[f'{TF}_vs_{ref}_max_abs']:.3g}): are they the same network?")
         order = {"batch_sizes": sorted(set(cfg.batch_sizes)), "runs": cfg.runs, "warmup": cfg.warmup,
                  "video_frames": cfg.video_frames if cfg.video else 0, "seed": cfg.seed}
         turns: dict[str, list[dict]] = {spec.name: [] for spec in specs}
@@ -417,7 +507,7 @@ def benchmark(cfg: BenchConfig) -> dict:
     finally:
         workers.close()
     engines = _summarise(turns, ready, specs)
-    ratios, spread = _ratios(engines, turns)
+    ratios, spread = _ratios(engines, turns, pairs)
     video_fps = {name: e["video_fps"] for name, e in engines.items() if "video_fps" in e}
     extra_versions = {k: v for r in ready.values() for k, v in r.get("versions", {}).items()}
     return {
@@ -428,6 +518,7 @@ def benchmark(cfg: BenchConfig) -> dict:
         "video": {"source": str(cfg.video), "source_size": source_size, "size": f"{VIDEO_SIZE[1]}x{VIDEO_SIZE[0]}",
                   "frames_per_round": cfg.video_frames} if cfg.video else None,
         "parity": parity,
+        "reference": ref,
         "threads": threads,
         "spin": cfg.spin,
         "input_size": list(size),

@@ -20,6 +20,7 @@ import base64
 import hmac
 import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -305,12 +306,20 @@ def create_fastapi(segmenter, config: ServeConfig, gate: Gate, state: "ServerSta
                       clean: bool = Query(False, description="keep the main foreground regions, fill their holes "
                                                              "(as segment --clean)"),
                       tta: bool = Query(False, description="average with the mirrored image, 2x the work "
-                                                           "(as segment --tta)")
+                                                           "(as segment --tta)"),
+                      edge: str = Query("hard", pattern="^(soft|hard)$",
+                                        description="soft: edge-aware alpha for cutout/composite/overlay (as segment "
+                                                    "--edge soft); hard (default): binary mask"),
+                      background: Optional[str] = Query(None, max_length=40,
+                                                        description="with format=composite: blur[:STRENGTH] or R,G,B "
+                                                                    "(as segment --background; no server files)")
                       ) -> Response:
         threshold = config.threshold if threshold is None else threshold
         as_json = "application/json" in request.headers.get("accept", "").lower()
+        spec = _background(background, fmt, edge)
         settings = SegmentSettings("mask" if as_json else fmt, threshold=threshold, clean=clean, tta=tta,
-                                   max_pixels=config.max_pixels)  # JSON carries segment's mask PNG
+                                   max_pixels=config.max_pixels, background=None if as_json else spec,
+                                   edge=edge)  # JSON carries segment's mask PNG
         async with gate.admit():
             data, name = await _image_bytes(request, config)
             outcome = await work.run(settings, lambda decoded, result: _encode(
@@ -331,6 +340,24 @@ def create_fastapi(segmenter, config: ServeConfig, gate: Gate, state: "ServerSta
                   ready=lambda: not state.draining)
     add_page_and_docs(app)
     return app
+
+
+_BACKGROUND_TEXT = re.compile(r"^(blur(:[0-9.]+)?|[0-9]{1,3},[0-9]{1,3},[0-9]{1,3})$", re.IGNORECASE)
+
+
+def _background(text: str | None, fmt: str, edge: str):
+    """segment's --background for a request: blur or a colour only (a path would read the server's files)."""
+    from ..pipeline.backgrounds import BackgroundError, check_photo_settings, parse_background
+    if text is None:
+        return None
+    if not _BACKGROUND_TEXT.match(text.strip()):
+        raise ApiError(422, f"background {text[:40]!r}: expected blur[:STRENGTH] or R,G,B", reason="bad_parameter")
+    try:
+        spec = parse_background(text)
+        check_photo_settings(fmt, spec, edge)
+    except BackgroundError as exc:
+        raise ApiError(422, str(exc), reason="bad_parameter") from None
+    return spec
 
 
 # Paths the token guards: the work and what it reveals. Open: liveness/readiness probes (/healthz,

@@ -82,12 +82,13 @@ def test_bench_json_report(models, tiny_keras, clip, capsys):
     assert report["parity"][f"{INT8}_vs_{FP32}_max_abs"] < 0.3
 
 
-def test_bench_table_without_keras_or_video(models, capsys):
+def test_bench_table_without_tensorflow_or_video(models, capsys):
     fp32, _ = models
-    code = main(["bench", "--model", str(fp32), *TINY, "--batch-sizes", "1", "--no-openvino"])
+    code = main(["bench", "--model", str(fp32), *TINY, "--batch-sizes", "1", "--no-openvino", "--no-tensorflow"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "TensorFlow skipped: no --keras" in err and "video skipped" in err and "OpenVINO skipped" in err
+    assert "TensorFlow skipped: --no-tensorflow" in err and "video skipped" in err
+    assert "openvino skipped: --no-openvino" in err
     assert FP32 in out and INT8 in out and TF not in out
     assert "p50 ms" in out and "onnxruntime_int8_vs_onnxruntime_fp32" in out and "own process" in out
 
@@ -136,13 +137,61 @@ def test_benchmarks_run_writes_json_with_targets(models, tmp_path):
     fp32, _ = models
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, "benchmarks/run.py", "--out", str(out), "--model", str(fp32),
-                           "--keras", str(tmp_path / "absent.keras"), "--video", str(tmp_path / "absent.mp4"),
+                           "--no-tensorflow", "--video", str(tmp_path / "absent.mp4"),
                            *TINY, "--batch-sizes", "1", "--no-openvino"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert set(report["targets"]) >= {"onnxruntime_fp32_vs_tensorflow", "openvino_int8_vs_onnxruntime_fp32"}
     assert report["targets"]["onnxruntime_fp32_vs_tensorflow"] == {"value": None, "target": "<= 0.9", "met": None}
-    assert "absent.keras not found" in proc.stderr and "absent.mp4 not found" in proc.stderr
+    assert "TensorFlow skipped: --no-tensorflow" in proc.stderr and "absent.mp4 not found" in proc.stderr
     assert report["command"].startswith(Path(sys.executable).name + " benchmarks/run.py")
     assert f"wrote {out}" in proc.stdout
+
+
+def test_bench_tensorflow_on_the_keras_model_rebuilt_from_the_onnx(models, capsys):
+    """No --keras: TensorFlow times the network rebuilt from the fp32 ONNX file's own weights."""
+    pytest.importorskip("tensorflow")
+    fp32, _ = models
+    code = main(["bench", "--model", str(fp32), *TINY, "--batch-sizes", "1", "--providers", "cpu", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report["engines"]) == {TF, FP32, INT8}
+    assert report["engines"][TF]["keras"] == "rebuilt from tiny.onnx"
+    assert report["parity"][f"{TF}_vs_{FP32}_max_abs"] < 1e-4
+    assert "onnxruntime_fp32_vs_tensorflow" in report["ratios"]
+
+
+def test_bench_engines_come_from_the_runtime_registry(models, monkeypatch):
+    """A registered runtime is timed by bench with no change to bench; --providers picks among them."""
+    from unetlite.infer.engine import runtimes
+    from unetlite.infer.pipeline.bench import BenchConfig, engine_specs, ratio_pairs
+
+    fp32, int8 = models
+    notes: list[str] = []
+    specs = engine_specs(BenchConfig(model=fp32, tensorflow=False), notes)
+    timed = {s.providers for s in specs}
+    for name in runtimes.names():
+        assert name in timed or any(note.startswith(f"{name} skipped: ") for note in notes), (name, notes)
+    assert specs[0].name == FP32 and specs[1].name == INT8
+
+    fake = runtimes.Runtime("fake", runtimes.REGISTRY["cpu"].open, summary="a test runtime")
+    monkeypatch.setitem(runtimes.REGISTRY, "fake", fake)
+    specs = engine_specs(BenchConfig(model=fp32, tensorflow=False, providers=("cpu", "fake")), [])
+    assert [(s.name, s.providers, s.variant) for s in specs] == [
+        (FP32, "cpu", "fp32"), (INT8, "cpu", "int8"), ("fake_fp32", "fake", "fp32"), ("fake_int8", "fake", "int8")]
+    assert ratio_pairs(specs) == {"onnxruntime_int8_vs_onnxruntime_fp32": (INT8, FP32),
+                                  "fake_fp32_vs_onnxruntime_fp32": ("fake_fp32", FP32),
+                                  "fake_int8_vs_onnxruntime_fp32": ("fake_int8", FP32)}
+
+
+def test_bench_explicit_runtime_that_cannot_run_fails_loudly(models, capsys):
+    from unetlite.infer.engine.runtimes.base import gpu_present
+    if gpu_present():
+        pytest.skip("this machine has a GPU: cuda may run")
+    fp32, _ = models
+    assert main(["bench", "--model", str(fp32), "--providers", "cuda", "--no-tensorflow", *TINY]) == 2
+    assert "--providers cuda:" in capsys.readouterr().err
+    assert main(["bench", "--providers", "nonesuch"]) == 2
+    assert "'nonesuch': expected one of" in capsys.readouterr().err

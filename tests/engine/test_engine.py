@@ -203,38 +203,6 @@ def test_int8_flag_picks_the_twin(tiny_onnx, tmp_path):
         Segmenter(lonely, providers="cpu", int8=True)
 
 
-# ---- uint8 input, export + quantize + run --------------------------------------------------------
-
-def test_uint8_export_quantize_and_run(tiny_keras, tmp_path, pets_dir):
-    from unetlite.export.convert import export_onnx
-    from unetlite.export.quantize import quantize_int8
-
-    model, _ = tiny_keras
-    u8, f32 = tmp_path / "u8.onnx", tmp_path / "f32.onnx"
-    export_onnx(model, u8, dynamic_size=True)                       # the default for new exports
-    export_onnx(model, f32, dynamic_size=True, uint8_input=False)  # what older exports look like
-    assert onnx.load(str(u8)).graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
-    seg_u8, seg_f32 = Segmenter(u8, providers="cpu"), Segmenter(f32, providers="cpu")
-    assert seg_u8.input_dtype == seg_u8.contract.input_dtype == "uint8"
-    assert seg_f32.input_dtype == seg_f32.contract.input_dtype == "float32"
-
-    images = _images(4)
-    pixels = np.stack([seg_u8.prepare(img) for img in images])
-    floats = np.stack([seg_f32.prepare(img) for img in images])
-    assert pixels.dtype == np.uint8 and floats.dtype == np.float32
-    reference = model.predict_on_batch(floats)[..., 0]
-    for seg in (seg_u8, seg_f32):  # both feeds work on both models (old callers pass floats)
-        for batch in (pixels, floats):
-            np.testing.assert_allclose(seg.run(batch), reference, atol=1e-5)
-
-    int8 = quantize_int8(u8, tmp_path / "u8.int8.onnx", _images(8)[4:], method="average")
-    seg_int8 = Segmenter(u8, providers="cpu", int8=True)
-    assert seg_int8.path == int8 and seg_int8.input_dtype == "uint8"
-    assert seg_int8.contract.quantization == "int8-qdq" and seg_int8.contract.input_dtype == "uint8"
-    probs = seg_int8.run(pixels)
-    assert probs.shape == reference.shape and np.abs(probs - reference).mean() < 0.05
-
-
 # ---- model validation ---------------------------------------------------------------------------
 
 def _graph(tmp_path, name, nodes, inputs, outputs, inits=()) -> str:

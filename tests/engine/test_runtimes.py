@@ -9,20 +9,30 @@ import numpy as np
 import pytest
 
 from unetlite.infer.engine import runtimes
-from unetlite.infer.engine.runtimes.base import Runtime, RunnerOptions, openvino_installed
+from unetlite.infer.engine.runtimes.base import Runtime, RunnerOptions
 from unetlite.infer.engine.segmenter import Segmenter
 
 
-def _installed(name: str) -> bool:
-    return {"openvino": openvino_installed()}.get(name, True)
+# One parameter per registered runtime, always (never an empty parameter set): whether it can run
+# here is decided at set-up, from the registry's own choice rules, and a runtime that cannot is a
+# clean skip saying why. CUDA carries ``requires_cuda`` (tests/engine/conftest.py).
+RUNTIMES = [pytest.param(name, marks=[pytest.mark.requires_cuda] if name == "cuda" else [], id=name)
+            for name in runtimes.REGISTRY]
 
 
-def _params():
-    for name in runtimes.REGISTRY:
-        marks = [pytest.mark.requires_cuda] if name == "cuda" else []
-        if not _installed(name):
-            marks.append(pytest.mark.skip(reason=f"{name} is not installed (pip install '.[{name}]')"))
-        yield pytest.param(name, marks=marks, id=name)
+@pytest.fixture
+def name(request):
+    """The registered runtime under test; skipped (with the registry's reason) where it cannot run."""
+    runtime = request.param
+    try:
+        runtimes.choose(runtime, runtimes.machine_facts(), runtimes.names())
+    except runtimes.BackendError as exc:
+        pytest.skip(f"{runtime} cannot run here: {exc}")
+    return runtime
+
+
+def test_the_contract_covers_every_registered_runtime():
+    assert [p.id for p in RUNTIMES] == list(runtimes.REGISTRY) and RUNTIMES
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +44,7 @@ def reference(tiny_onnx, pets_dir):
     return batch, seg.run(batch)
 
 
-@pytest.mark.parametrize("name", list(_params()))
+@pytest.mark.parametrize("name", RUNTIMES, indirect=True)
 class TestRuntimeContract:
     """What every runtime in the registry promises the Segmenter."""
 
