@@ -110,14 +110,8 @@ def test_no_command_imports_another(command):
     assert not any(t.startswith(f"{PACKAGE}.cli.") and t.endswith("__init__") for t in GRAPH[module])
 
 
-# Added by another change while the layout moved; its argparse type belongs in cli/args.py (to do).
-ARGPARSE_PENDING = {"backgrounds.py"}
-
-
 def test_pipeline_never_reads_argparse_nor_prints():
     for path in (INFER / "pipeline").glob("*.py"):
-        if path.name in ARGPARSE_PENDING:
-            continue
         tree = ast.parse(path.read_text())
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert "argparse" not in imported, path.name

@@ -15,7 +15,7 @@ import os
 import sys
 
 from ..errors import UnetliteError
-from .args import say_error
+from .args import OneLineUsageParser, say_error
 
 SUBCOMMAND_MODULES = (
     "unetlite.infer.cli.segment",
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unetlite", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"unetlite {_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineUsageParser)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

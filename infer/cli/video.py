@@ -43,8 +43,8 @@ def _rgb(text: str) -> tuple[int, int, int]:
 
 
 def _background(text: str):
-    from ..pipeline.backgrounds import parse_background
-    return parse_background(text)
+    from .args import background
+    return background(text)
 
 
 def _fps(text: str) -> float:

@@ -70,13 +70,31 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(folder: str | os.PathLike) -> None:
+    """``mkdir -p`` without recursion (Path.mkdir(parents=True) and os.makedirs recurse once per
+    level: a tree 1,100 folders deep raised RecursionError for every file)."""
+    folder = Path(folder)
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+
+
 def make_temp(path: str | os.PathLike, keep_suffix: bool = False) -> Path:
     """Create an empty temp file beside ``path`` for a writer that needs a file name
     (e.g. cv2.VideoWriter); finish with ``commit_temp``. ``keep_suffix`` ends the name with
     path's extension, for writers that choose the container by it."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         # keep the temp's name under the usual 255-byte limit whatever the target's length
         stem = os.fsdecode(os.fsencode(path.name)[:150])
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}{_TEMP_MARK}{os.getpid()}-",
@@ -156,6 +174,30 @@ def is_temp_name(name: str) -> bool:
     return bool(_TEMP_NAME.match(name))
 
 
+def _walk_files(folder: str | os.PathLike, recursive: bool) -> Iterator[tuple[str, list[str]]]:
+    """(folder, file names) for ``folder`` and, when ``recursive``, every real folder below it, without
+    recursion (os.walk recurses once per level) and without following folder links."""
+    stack = [os.fspath(folder)]
+    while stack:
+        root = stack.pop()
+        try:
+            entries = list(os.scandir(root))
+        except OSError as exc:
+            log.warning("%s", exc)
+            continue
+        files = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        stack.append(entry.path)
+                else:
+                    files.append(entry.name)
+            except OSError:
+                continue
+        yield root, files
+
+
 def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> int:
     """Delete temp files left by killed runs in ``folder``; returns how many were removed.
 
@@ -164,9 +206,7 @@ def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> int
     not delete each other's work. Symlinked folders are not followed.
     """
     removed, now = 0, time.time()
-    for root, dirs, files in os.walk(folder, onerror=lambda exc: log.warning("%s", exc)):
-        if not recursive:
-            dirs.clear()
+    for root, files in _walk_files(folder, recursive):
         for name in files:
             match = _TEMP_NAME.match(name)
             if not match:

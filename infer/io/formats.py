@@ -59,8 +59,13 @@ def probability_image(probability: np.ndarray) -> np.ndarray:
 
 
 def cutout(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """RGBA with the background transparent."""
-    return np.dstack([rgb, mask_image(mask)])
+    """RGBA with the background transparent, and its RGB zeroed: dropping the alpha channel must
+    not bring the background back (and zeros compress: a 12 MP cutout is a fraction of the size)."""
+    alpha = mask_image(mask)
+    out = np.zeros((*rgb.shape[:2], 4), np.uint8)
+    np.copyto(out[..., :3], rgb, where=(alpha > 0)[..., None])
+    out[..., 3] = alpha
+    return out
 
 
 def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = OVERLAY_COLOR,

@@ -150,7 +150,10 @@ def _tiff_header(data: bytes):
             entry = ifd + count_size + entry_size * i
             tag, kind = _u16(data, entry, big), _u16(data, entry + 2, big)
             if tag in (256, 257, 274):
-                tags[tag] = _u16(data, entry + value_at, big) if kind == 3 else _u32(data, entry + value_at, big)
+                value = _u16(data, entry + value_at, big) if kind == 3 else _u32(data, entry + value_at, big)
+                # a duplicated width/height tag: libtiff decodes one of them; the largest is what
+                # the limit and the memory budget must assume (the decoded size is checked after)
+                tags[tag] = max(tags.get(tag, 0), value) if tag != 274 else tags.get(tag, value)
     except struct.error:
         return None
     if 256 not in tags or 257 not in tags:
@@ -264,6 +267,52 @@ def _header(data: bytes):
     except (struct.error, IndexError, ValueError):
         return None
     return None
+
+
+def known_format(data: bytes) -> bool:
+    """Whether the first bytes are the signature of an image format OpenCV decodes here."""
+    return (data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] in (b"BM", b"#?", b"PF", b"Pf")
+            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+            or (data[:1] == b"P" and data[1:2] in b"1234567" and len(data) > 2)
+            or data[:6] in (b"GIF87a", b"GIF89a") or data[:12] == b"\0\0\0\x0cjP  \r\n\x87\n"
+            or data[:4] in (b"\xff\x4f\xff\x51", b"\x59\xa6\x6a\x95", b"\x76\x2f\x31\x01")
+            or (data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis", b"mif1")))
+
+
+_VIDEO_BRANDS = (b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"M4V ", b"qt  ", b"3gp4", b"3gp5",
+                 b"3gp6", b"avc1", b"dash", b"MSNV", b"f4v ", b"mmp4")
+
+
+def is_video(data: bytes) -> bool:
+    """Whether the first bytes are the signature of a video container (MP4/MOV, Matroska/WebM, AVI,
+    FLV, MPEG-TS, MPEG-PS, ASF/WMV): `unetlite video` reads those, not `segment`."""
+    return ((data[4:8] == b"ftyp" and data[8:12] in _VIDEO_BRANDS) or data[:4] == b"\x1a\x45\xdf\xa3"
+            or (data[:4] == b"RIFF" and data[8:12] == b"AVI ") or data[:3] == b"FLV"
+            or (len(data) > 376 and data[0] == data[188] == data[376] == 0x47) or data[:4] == b"\0\0\x01\xba"
+            or data[:16] == bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"))
+
+
+def has_alpha(data: bytes) -> bool:
+    """Whether the header declares an alpha channel (PNG colour types 4/6 or tRNS, WebP's alpha flag)."""
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25:
+            if data[25] in (4, 6):
+                return True
+            for ctype, _, _ in _png_chunks(data):
+                if ctype == b"tRNS":
+                    return True
+                if ctype == b"IDAT":
+                    return False
+            return False
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+            kind = data[12:16]
+            if kind == b"VP8X":
+                return bool(data[20] & 0x10)
+            if kind == b"VP8L" and data[20] == 0x2F:
+                return bool((_u32(data, 21, False) >> 28) & 1)
+    except (struct.error, IndexError):
+        return False
+    return False
 
 
 def image_size(data: bytes, apply_orientation: bool = True) -> tuple[int, int] | None:

@@ -8,10 +8,18 @@ subject is put on it with a soft (or ``--edge hard``) alpha (engine.alpha.blend)
   whatever the strength);
 - ``R,G,B``: a flat colour;
 - PATH: an image (scaled to cover the frame, centre-cropped), or a video that loops.
+
+Photos (``segment --background``, :func:`render_photo`): a PATH background is decoded once per
+process (:func:`photo_still`, cached by path, size and mtime) and scaled to cover each photo; a
+video PATH gives its first frame.
+
+Nothing here reads argparse: :func:`parse_background` raises :class:`BackgroundError` (a
+ValueError); the argparse type is ``cli.args.background``.
 """
 from __future__ import annotations
 
-import argparse
+import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +50,12 @@ class BackgroundSpec:
         return str(self.path)
 
 
+class BackgroundError(ValueError):
+    """A ``--background`` value that is not blur[:STRENGTH], R,G,B or a readable image/video file."""
+
+
 def parse_background(text: str) -> BackgroundSpec:
-    """argparse type: ``blur``, ``blur:5``, ``0,255,0`` or an existing image/video file."""
+    """``blur``, ``blur:5``, ``0,255,0`` or an existing image/video file; BackgroundError otherwise."""
     raw = text.strip()
     if raw.lower() == "blur" or raw.lower().startswith("blur:"):
         strength = DEFAULT_BLUR
@@ -53,7 +65,7 @@ def parse_background(text: str) -> BackgroundSpec:
             except ValueError:
                 strength = -1.0
             if not 0.0 < strength <= MAX_BLUR:
-                raise argparse.ArgumentTypeError(f"{text!r}: blur strength must be a number in (0, {MAX_BLUR:g}] "
+                raise BackgroundError(f"{text!r}: blur strength must be a number in (0, {MAX_BLUR:g}] "
                                                  f"(% of the frame's shorter side), e.g. blur:3")
         return BackgroundSpec("blur", strength=strength)
     if "," in raw and not Path(raw).exists():
@@ -62,12 +74,12 @@ def parse_background(text: str) -> BackgroundSpec:
         except ValueError:
             values = ()
         if len(values) != 3 or not all(0 <= v <= 255 for v in values):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected R,G,B with values 0-255 (e.g. 0,255,0), "
+            raise BackgroundError(f"{text!r}: expected R,G,B with values 0-255 (e.g. 0,255,0), "
                                              f"blur[:STRENGTH] or an image/video file")
         return BackgroundSpec("color", color=values)  # type: ignore[arg-type]
     path = Path(raw)
     if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text!r}: no such file; expected blur[:STRENGTH], R,G,B or an "
+        raise BackgroundError(f"{text!r}: no such file; expected blur[:STRENGTH], R,G,B or an "
                                          f"image/video file")
     kind = "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
     return BackgroundSpec(kind, path=path)
@@ -207,17 +219,140 @@ def open_background(spec: BackgroundSpec | None, order: str = "BGR") -> Backgrou
     return None if spec is None else Background(spec, order)
 
 
+# ---------------------------------------------------------------- photos: segment --background / --edge
+
+PHOTO_FORMATS = ("cutout", "composite", "overlay")   # the formats --edge (and --background) change
+EDGES = ("soft", "hard")
+_STILLS: dict[tuple, np.ndarray] = {}                 # (path, kind, size, mtime_ns) -> RGB, read-only
+_STILLS_LOCK = threading.Lock()
+_MAX_STILLS = 4
+
+
+def _load_still(spec: BackgroundSpec) -> np.ndarray:
+    """An image background's pixels, or a video background's first frame: RGB uint8, read-only."""
+    if spec.kind == "video":
+        from ..io.sources import open_source
+        capture = open_source(str(spec.path))
+        try:
+            ok, frame = capture.read()
+        finally:
+            capture.release()
+        if not ok or frame is None:
+            raise BackgroundError(f"{spec.path}: no frame could be decoded for the background")
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        rgb = np.ascontiguousarray(frame[..., :3][..., ::-1])
+    else:
+        from ..io.images import read_image
+        rgb = np.ascontiguousarray(read_image(spec.path)[..., :3])
+    rgb.setflags(write=False)
+    return rgb
+
+
+def photo_still(spec: BackgroundSpec) -> np.ndarray:
+    """The picture behind photos for an image or video ``spec`` (a video: its first frame), RGB
+    uint8, decoded once per process (cached by path, size and mtime; safe from any thread).
+    BackgroundError when it cannot be read."""
+    try:
+        st = spec.path.stat()
+    except OSError as exc:
+        raise BackgroundError(f"{spec.path}: cannot read the background ({exc.strerror or exc})") from None
+    key = (str(spec.path), spec.kind, st.st_size, st.st_mtime_ns)
+    with _STILLS_LOCK:                      # writer threads wait for the one decode
+        still = _STILLS.get(key)
+        if still is None:
+            try:
+                still = _load_still(spec)
+            except BackgroundError:
+                raise
+            except Exception as exc:        # ImageReadError, SourceError, OSError: one line
+                raise BackgroundError(f"{spec.path}: not a usable background image or video ({exc})") from None
+            if len(_STILLS) >= _MAX_STILLS:
+                _STILLS.pop(next(iter(_STILLS)))
+            _STILLS[key] = still
+    return still
+
+
+def uses_photo_render(fmt: str, background: BackgroundSpec | None, edge: str) -> bool:
+    """Whether a photo's output is :func:`render_photo`'s rather than the plain format's: with a
+    background, or a soft edge on a format that shows one (mask, prob, side-by-side never change)."""
+    return background is not None or (edge == "soft" and fmt in PHOTO_FORMATS)
+
+
+def check_photo_settings(fmt: str, background: BackgroundSpec | None, edge: str) -> None:
+    """Refuse a combination no photo can be rendered with (BackgroundError), and decode a PATH
+    background now, once, so an unreadable one stops the run before any output is written."""
+    if edge not in EDGES:
+        raise BackgroundError(f"unknown edge {edge!r}; choose soft or hard")
+    if background is None:
+        return
+    if fmt != "composite":
+        raise BackgroundError(f"--background puts the subject on a background (--format composite), "
+                              f"not --format {fmt}")
+    if background.kind in ("image", "video"):
+        photo_still(background)
+
+
+def background_identity(spec: BackgroundSpec | None) -> str | None:
+    """What the manifest records of a background: ``blur:3``, ``R,G,B``, or ``image:sha256:HEX`` /
+    ``video:sha256:HEX`` (the file's content: another picture at the same path redoes the output)."""
+    if spec is None:
+        return None
+    if spec.kind in ("blur", "color"):
+        return spec.describe()
+    digest = hashlib.sha256()
+    with open(spec.path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return f"{spec.kind}:sha256:{digest.hexdigest()}"
+
+
+def photo_config(fmt: str, background: BackgroundSpec | None, edge: str) -> dict:
+    """The manifest's ``background`` and ``edge`` for these settings: None where they do not
+    change the pixels (so outputs recorded before these options existed stay done)."""
+    used = uses_photo_render(fmt, background, edge)
+    return {"background": background_identity(background), "edge": edge if used else None}
+
+
+def render_photo(fmt: str, rgb: np.ndarray, mask: np.ndarray, background: BackgroundSpec | None = None,
+                 edge: str = "soft", style=None) -> np.ndarray:
+    """A photo's ``--format fmt`` picture with ``--background`` / ``--edge`` (RGB in, RGB or RGBA out):
+    cutout: RGBA with the (soft) alpha, colour zeroed where it is 0; overlay: the tint faded in
+    with the alpha; composite: the subject on ``background`` (default: ``style.background``'s
+    colour). An image background is scaled to cover the photo and centre-cropped, a video
+    background gives its first frame."""
+    from ..engine.alpha import premultiplied_cutout
+    from ..io.formats import Style
+    style = style or Style()
+    rgb = np.ascontiguousarray(rgb[..., :3])
+    alpha = alpha_for(edge, rgb, mask)
+    if background is None and fmt == "cutout":
+        return premultiplied_cutout(rgb, alpha)
+    if background is None and fmt == "overlay":
+        tint = np.empty_like(rgb)
+        tint[:] = style.overlay
+        return blend(cv2.addWeighted(rgb, 0.5, tint, 0.5, 0.0), rgb, alpha)
+    if fmt != "composite":
+        raise BackgroundError(f"--background puts the subject on a background (--format composite), "
+                              f"not --format {fmt}")
+    spec = background or BackgroundSpec("color", color=tuple(style.background))
+    height, width = rgb.shape[:2]
+    if spec.kind == "blur":
+        behind = blurred_behind(rgb, alpha, spec.strength)
+    elif spec.kind == "color":
+        behind = np.empty_like(rgb)
+        behind[:] = spec.color
+    else:
+        behind = cover(photo_still(spec), height, width)
+    return blend(rgb, behind, alpha)
+
+
 def composite_photo(rgb: np.ndarray, mask: np.ndarray, spec: BackgroundSpec, edge: str = "soft") -> np.ndarray:
     """``segment --background`` on a photo: the subject (RGB uint8) on ``spec`` (a video background
     gives its first frame), with a soft (guided-filter) or hard alpha. RGB uint8 out."""
-    background = Background(spec, "RGB")
-    try:
-        return background.composite(rgb, mask, edge)
-    finally:
-        background.close()
+    return render_photo("composite", rgb, mask, spec, edge)
 
 
 def cutout_photo(rgb: np.ndarray, mask: np.ndarray, edge: str = "soft") -> np.ndarray:
     """``segment --format cutout`` with soft edges: RGBA, colour zeroed where alpha is 0."""
-    from ..engine.alpha import premultiplied_cutout
-    return premultiplied_cutout(rgb, alpha_for(edge, rgb, mask))
+    return render_photo("cutout", rgb, mask, None, edge)

@@ -27,7 +27,8 @@ from .readahead import DEFAULT_BUDGET_BYTES, ByteBudget, Loaded, pool_size, read
 
 log = logging.getLogger(__name__)
 
-FAILURES_NAME = "failures.csv"
+# The tool's own name: a user's failures.csv in OUT (-o may be the input folder) is never touched.
+FAILURES_NAME = "unetlite-failures.csv"
 OnWritten = Callable[[Job, tuple[int, int], int], None]
 OnFailed = Callable[[str, str], None]   # (printable path, one-line reason), as the file fails
 
@@ -47,6 +48,7 @@ class Summary:
     redone: dict[str, int] = field(default_factory=dict)   # why existing outputs were redone -> count
     seconds: float = 0.0
     interrupted: int = 0     # exit code of the signal that stopped the run (130, 143, 129); 0: ran to the end
+    errors: list[str] = field(default_factory=list)   # run-level problems (OUT deleted...): exit 1, in the line
 
     @property
     def images_per_second(self) -> float:
@@ -54,13 +56,14 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        return self.interrupted or (1 if self.failed else 0)
+        return self.interrupted or (1 if self.failed or self.errors else 0)
 
     def line(self, where: str = "") -> str:
         """The one summary line: counts, rate, ``where`` (e.g. " on CPU -> out"), why outputs were redone."""
         text = (f"{self.done} done, {self.skipped} skipped (already done), {len(self.failed)} failed "
                 f"in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s){where}")
         text += "".join(f"; {count} redone because {why}" for why, count in self.redone.items())
+        text += "".join(f"; {error}" for error in self.errors)
         return text + ("; interrupted (the rest resumes on the next run)" if self.interrupted else "")
 
 

@@ -35,7 +35,7 @@ from ..extras import MissingExtra, install_hint
 from ..io.atomic import display_path, write_atomic
 from ..io.formats import get as output_format
 from ..io.images import DEFAULT_MAX_PIXELS, ImageReadError
-from ..signals import stop_on_signals
+from ..signals import held_signals, stop_on_signals
 from .batch import OnFailed, Summary, failures_csv, log_failure
 from .items import Decoded, ModelInputs, SegmentSettings, as_decoded, decode, infer_batch, encode_output, keeps_rgb, load
 from .naming import Job, UriJob, is_uri
@@ -61,6 +61,9 @@ class RayUnavailable(UnetliteError):
 
 def import_ray():
     """``ray`` with ``ray.data`` loaded, or MissingRay with the install hint."""
+    # Ray's C++ failure handler catches SIGTERM itself (a stack dump, then abort: exit 134 and no
+    # summary); read once, when ray is first imported
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
         import ray.data  # noqa: F401
@@ -323,8 +326,10 @@ def segment_dataset(ds: "ray.data.Dataset", model: str | os.PathLike | None = No
                     providers: str = "cpu", threads: int | None = None, column: str = "bytes",
                     path_column: str | None = "path", tile: bool = False, clean: bool = False,
                     tta: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                    precision: str = "fp32") -> "ray.data.Dataset":
+                    precision: str = "fp32", edge: str = "soft") -> "ray.data.Dataset":
     """Segment a Ray Dataset of images; lazy, so it composes with the caller's own pipeline.
+
+    ``edge``: "soft" (edge-aware alpha for cutout/overlay, as `unetlite segment`'s default) or "hard".
 
     ``column`` holds encoded image bytes (as ``ray.data.read_binary_files`` gives) or decoded
     uint8 arrays (HxW, HxWx3 RGB, HxWx4). The result keeps the other columns and adds ``output``
@@ -335,7 +340,7 @@ def segment_dataset(ds: "ray.data.Dataset", model: str | os.PathLike | None = No
     output_format(fmt)  # ValueError naming the choices
     _quiet_data_context()
     probe = driver_model(model)
-    settings = SegmentSettings(fmt, batch_size, tile, threshold, clean, tta, max_pixels)
+    settings = SegmentSettings(fmt, batch_size, tile, threshold, clean, tta, max_pixels, edge=edge)
     inputs = ModelInputs(probe.contract, probe.input_dtype)
     ds = ds.map_batches(_decode_column, batch_size=batch_size, batch_format="numpy",
                         fn_args=(column, path_column, inputs, settings))
@@ -346,18 +351,128 @@ def segment_dataset(ds: "ray.data.Dataset", model: str | os.PathLike | None = No
 
 # ----------------------------------------------------------------------------- runtime
 
+# A watchdog for a local runtime this process starts: Ray's own processes (GCS, raylet, the dashboard
+# and runtime-env agents, workers) outlive a driver killed with SIGKILL. It remembers every
+# descendant of the driver (pid and start time, from /proc) and, once the driver is gone, kills those
+# still running. It runs in its own session (Ctrl-C to the terminal's group does not reach it).
+_WATCHDOG = r"""
+import os, signal, sys, time
+driver, me = int(sys.argv[1]), os.getpid()
+def table():
+    procs = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name, "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                continue
+            fields = data[data.rindex(b")") + 2:].split()
+            procs[int(name)] = (int(fields[1]), int(fields[19]))
+    return procs
+procs = table()
+if driver not in procs:
+    sys.exit(0)
+born, seen = procs[driver][1], {}
+while True:
+    procs = table()
+    if driver in procs and procs[driver][1] == born:
+        children = {}
+        for pid, (ppid, start) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        stack = [driver]
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child != me:
+                    seen.setdefault(child, procs[child][1])
+                    stack.append(child)
+        time.sleep(0.3)
+        continue
+    for pid, start in seen.items():
+        if pid in procs and procs[pid][1] == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    break
+"""
+
+
+def _start_watchdog():
+    """The watchdog process for a local runtime (Linux, /proc); None elsewhere."""
+    import subprocess
+    if not os.path.isdir("/proc/self"):
+        return None
+    try:
+        return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], start_new_session=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def _stop_watchdog(watchdog) -> None:
+    if watchdog is not None:
+        try:
+            watchdog.kill()
+            watchdog.wait(timeout=5)
+        except Exception:  # noqa: BLE001 -- it may be gone already; nothing to report
+            pass
+
+
+class _KeepSignalHandlers:
+    """ray.init installs its own SIGTERM handler (sys.exit(15): no summary, exit 15); while this
+    process starts or joins a runtime, its own handler (Stopped -> exit 143 with the summary) stays."""
+
+    def __enter__(self):
+        try:
+            from ray._private import utils
+        except ImportError:
+            self._utils = None
+            return self
+        self._utils, self._saved = utils, getattr(utils, "set_sigterm_handler", None)
+        if self._saved is not None:
+            utils.set_sigterm_handler = lambda handler: None
+        return self
+
+    def __exit__(self, *exc):
+        if self._utils is not None and self._saved is not None:
+            self._utils.set_sigterm_handler = self._saved
+        return False
+
+
+_watchdog = None
+
+
 def connect(address: str | None) -> tuple[bool, str]:
     """Join the cluster at ``address`` ('auto', 'ray://head:10001') or start a local runtime
     (None). Returns (whether we started it, one line saying what runs). Ray's own logs stay in
-    its log folder; a runtime the caller already initialised is used as it is."""
+    its log folder; a runtime the caller already initialised is used as it is. A local runtime gets
+    a watchdog that ends it if this process is killed (SIGKILL leaves no handler to run)."""
+    global _watchdog
     ray = import_ray()
     started = not ray.is_initialized()
     try:
-        if started and not address:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        elif started:  # joining: the cluster's own settings (dashboard, resources) are not ours to pass
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        # a signal while Ray starts is acted on once it has started (interrupting ray.init half-way
+        # left a core worker that crashed the interpreter at exit), then the runtime is shut down
+        with _KeepSignalHandlers(), held_signals():
+            if started and not address:
+                _watchdog = _start_watchdog()   # first: a kill -9 during ray.init is covered too
+                ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR)
+            elif started:  # joining: the cluster's own settings (dashboard, resources) are not ours to pass
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    except SystemExit as exc:  # a signal that still reached a handler of Ray's
+        _shutdown(started)
+        import signal as _signal
+        from ..signals import Stopped
+        if exc.code == _signal.SIGTERM:
+            raise Stopped(_signal.SIGTERM) from None
+        raise
+    except KeyboardInterrupt:
+        _shutdown(started)
+        raise
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        _shutdown(started)
         where = f"join the Ray cluster at {address}" if address else "start a local Ray runtime"
         raise RayUnavailable(f"--ray: cannot {where} ({one_line(exc)})") from None
     res = ray.cluster_resources()
@@ -365,6 +480,19 @@ def connect(address: str | None) -> tuple[bool, str]:
     kind = "local Ray runtime" if started and not address else f"Ray cluster at {address or ray.get_runtime_context().gcs_address}"
     gpus = f", {res.get('GPU', 0):g} GPUs" if res.get("GPU") else ""
     return started, f"{kind} ({nodes} node{'s' * (nodes != 1)}, {res.get('CPU', 0):g} CPUs{gpus})"
+
+
+def _shutdown(started: bool) -> None:
+    """Shut down a runtime this process started (also one half started), and its watchdog."""
+    global _watchdog
+    if not started:
+        return
+    import ray
+    if ray.is_initialized():
+        ray.shutdown()
+        _stop_watchdog(_watchdog)
+        _watchdog = None
+    # else: a start cut short may have left processes; the watchdog ends them when this process exits
 
 
 def _driver_node() -> dict[str, str] | None:
@@ -448,7 +576,13 @@ def segment_jobs_on_ray(segmenter, jobs: Sequence[Job | UriJob], settings: Segme
     if not jobs:  # all done already: no need to start a runtime
         return summary, "Ray (not started: nothing to do)"
     started = time.perf_counter()
-    we_started, runtime = connect(address)
+    try:
+        with stop_on_signals():
+            we_started, runtime = connect(address)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP while Ray starts: the summary, nothing done
+        summary.interrupted = getattr(exc, "exit_code", 130)
+        summary.seconds = time.perf_counter() - started
+        return summary, "Ray (interrupted while starting)"
     try:
         # ray.init put in its own SIGTERM handler (sys.exit: no summary, no exit 143): for the job,
         # SIGTERM and SIGHUP end it like Ctrl-C; its handler is back before the runtime shuts down.
@@ -478,8 +612,8 @@ def segment_jobs_on_ray(segmenter, jobs: Sequence[Job | UriJob], settings: Segme
             summary.seconds = time.perf_counter() - started
             return summary, f"{' / '.join(sorted(ran)) or 'no inference needed'} on {runtime}, {plan.line()}"
     finally:
-        if we_started:
-            ray.shutdown()
+        with held_signals(reraise=False):  # a second signal must not cut the shutdown short
+            _shutdown(we_started)
 
 
 def _collect(ds: "ray.data.Dataset", jobs: Sequence[Job | UriJob], summary: Summary,

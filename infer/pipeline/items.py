@@ -36,6 +36,11 @@ class SegmentSettings:
     reduced_decode: bool = True          # mask/prob: decode JPEGs at reduced size, write at full size
     workers: int | None = None           # reader and writer threads (default: from usable CPUs)
     budget_bytes: int | None = None      # read-ahead memory (default: readahead.DEFAULT_BUDGET_BYTES)
+    # --background (a backgrounds.BackgroundSpec; format composite) and --edge for cutout/composite/
+    # overlay. "hard" without a background: the plain format's pixels (the library's default; the
+    # CLI's is soft). mask, prob and side-by-side never change. See backgrounds.render_photo.
+    background: object | None = None
+    edge: str = "hard"
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Decoded:
     rgb: np.ndarray | None          # None once only the model input is needed (mask/prob)
     model_input: np.ndarray | None  # None in tile mode
     size: tuple[int, int]           # the output's (height, width): the oriented original
+    alpha: np.ndarray | None = None  # the input's own alpha (8-bit, output size): 0 stays background
 
 
 @dataclass(frozen=True)
@@ -92,20 +98,26 @@ def as_decoded(segmenter, rgb: np.ndarray, size: tuple[int, int], settings: Segm
 def decode(segmenter, settings: SegmentSettings, data: bytes, name: str | Path, reserve: Reserve,
            apply_orientation: bool = True) -> Decoded:
     """The decode step for encoded image bytes: read the header, reserve the memory the image will
-    need, decode (reduced when the output never shows the photo's pixels), prepare."""
-    from ..io.images import decode_image, image_size
+    need, decode (reduced when the output never shows the photo's pixels), prepare.
+
+    Input alpha is respected: transparent pixels are composited on neutral grey for the model and
+    stay background in every output (the mask is ANDed with alpha > 0)."""
+    from ..io.images import HEAD_BYTES, check_head, decode_image_alpha, image_size
 
     reduce = settings.reduced_decode and not keeps_rgb(settings)
     per_pixel = working_bytes_per_pixel(settings)
+    check_head(name, data[:HEAD_BYTES], len(data), apply_orientation, settings.max_pixels)  # same refusals as files
     size = image_size(data, apply_orientation)
     if size is not None and (settings.max_pixels is None or size[0] * size[1] <= settings.max_pixels):
         reserve(len(data) + size[0] * size[1] * (3 + per_pixel))  # decode_image refuses the rest unallocated
-    rgb = decode_image(data, name, apply_orientation, settings.max_pixels,
-                       reduce_to=segmenter.contract.input_size if reduce and size else None)
+    rgb, alpha = decode_image_alpha(data, name, apply_orientation, settings.max_pixels,
+                                    reduce_to=segmenter.contract.input_size if reduce and size else None)
     if size is None:  # header not readable here: OpenCV's own limit bounded the decode
         size = rgb.shape[:2]
         reserve(size[0] * size[1] * (3 + per_pixel))
-    return as_decoded(segmenter, rgb, size, settings)
+    decoded = as_decoded(segmenter, rgb, size, settings)
+    decoded.alpha = alpha
+    return decoded
 
 
 def image_decoder(segmenter, settings: SegmentSettings, apply_orientation: bool = True) -> Callable:
@@ -114,10 +126,23 @@ def image_decoder(segmenter, settings: SegmentSettings, apply_orientation: bool 
 
 
 def load(segmenter, settings: SegmentSettings, path: Path, reserve: Reserve, apply_orientation: bool = True) -> Decoded:
-    """A file's bytes (bounded by what ``max_pixels`` allows), then :func:`decode`."""
-    from ..io.images import byte_limit, read_bytes
-    return decode(segmenter, settings, read_bytes(path, byte_limit(settings.max_pixels)), path, reserve,
-                  apply_orientation)
+    """A file's bytes (bounded by what ``max_pixels`` allows), then :func:`decode`.
+
+    The memory is reserved before the bytes are read: the file's size plus what its header
+    (in the first megabyte) says the decode needs. A file refused by its header (over the limit,
+    a video, an unknown format, far larger than its pixels) is never read further. When the
+    header is further in, the item reserves as if it had ``max_pixels`` (it runs alone)."""
+    from ..io.images import byte_limit, check_head, read_bytes
+
+    per_pixel = 3 + working_bytes_per_pixel(settings)
+
+    def before_rest(head: bytes, size: int) -> None:
+        dims = check_head(path, head, size, apply_orientation, settings.max_pixels)
+        pixels = dims[0] * dims[1] if dims else (settings.max_pixels or DEFAULT_MAX_PIXELS)
+        reserve(size + pixels * per_pixel)   # once: decode's own reserve() is then a no-op
+
+    return decode(segmenter, settings, read_bytes(path, byte_limit(settings.max_pixels), before_rest), path,
+                  reserve, apply_orientation)
 
 
 def image_loader(segmenter, settings: SegmentSettings, apply_orientation: bool = True) -> Callable:
@@ -140,7 +165,14 @@ def post_process(probability: np.ndarray, size: tuple[int, int], threshold: floa
 
 def render(settings: SegmentSettings, pixels: np.ndarray | None, seg: Segmentation,
            style: formats.Style = formats.Style()) -> np.ndarray:
-    """The format's picture of one result."""
+    """The format's picture of one result (with ``settings.background`` / a soft ``settings.edge``:
+    backgrounds.render_photo's)."""
+    edge = getattr(settings, "edge", "hard")
+    background = getattr(settings, "background", None)
+    if pixels is not None and (background is not None or edge != "hard"):
+        from .backgrounds import render_photo, uses_photo_render
+        if uses_photo_render(settings.fmt, background, edge):
+            return render_photo(settings.fmt, pixels, seg.mask, background, edge, style)
     return formats.get(settings.fmt).render(pixels, seg.probability, seg.mask, style)
 
 
@@ -149,4 +181,8 @@ def encode_output(decoded: Decoded, probability: np.ndarray, settings: SegmentSe
     from ..io.images import encode_image
 
     seg = post_process(probability, decoded.size, threshold, settings.clean)
+    if decoded.alpha is not None and decoded.alpha.shape[:2] == seg.mask.shape[:2]:
+        transparent = decoded.alpha == 0   # what the input already removed stays removed
+        seg.mask[transparent] = 0
+        seg.probability[transparent] = 0
     return encode_image(render(settings, decoded.rgb, seg), formats.get(settings.fmt).extension)

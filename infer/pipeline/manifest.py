@@ -5,10 +5,20 @@ source (absolute path, size, mtime), the output (path below OUT, size, bytes) an
 configuration that made it (format, threshold, model sha256, clean, tile). An existing
 output counts as done only when its latest line names the same source, unchanged, the
 same configuration, and the file on disk has exactly the bytes recorded (never 0).
+
+Run files (the manifest and ``.unetlite.lock``) are opened without following links
+(``O_NOFOLLOW``), without blocking (``O_NONBLOCK``: a FIFO never hangs a run) and only when they
+are regular files with one link: a manifest or lock that is a symlink, a hard link to another
+file, a folder, a FIFO or a device stops the run with one line (exit 2) before anything is
+written, so a run can never append to, or create, a file outside OUT. Reading is bounded
+(:data:`MAX_MANIFEST_BYTES`); lines that are not records (``{"output": null}``, junk) are
+ignored with one warning; a torn last line (a crash, a full disk, ``ulimit -f``) is ignored, and
+the next append starts on a new line instead of continuing it.
 """
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import json
 import logging
@@ -16,7 +26,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Iterable
+from typing import Iterable
 
 from ..errors import UnetliteError
 from ..io.atomic import display_path
@@ -26,10 +36,66 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = ".unetlite-manifest.jsonl"
 LOCK_NAME = ".unetlite.lock"
+MAX_MANIFEST_BYTES = 1 << 30   # ~3 million records; a bigger manifest is not one this tool wrote
+RUN_FILE_NAMES = (MANIFEST_NAME, LOCK_NAME)
 
 
 class OutputBusy(UnetliteError):
     """Another run holds OUT's lock (one-line message; exit 2)."""
+
+
+class UnsafeRunFile(UnetliteError):
+    """A run file (manifest, lock) that is a link, a folder, a FIFO or a device (one line; exit 2)."""
+
+
+class ManifestWriteError(OSError):
+    """An output was written but its manifest line was not (the output is redone next run)."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def open_run_file(path: Path, flags: int, what: str) -> int | None:
+    """A descriptor for run file ``path``, never through a link and never blocking on a FIFO.
+
+    Returns None when ``path`` does not exist and ``flags`` has no O_CREAT. Raises UnsafeRunFile
+    when it is a symlink, not a regular file, or has more than one link (another name for some
+    other file); OSError for the rest (permissions, a missing OUT).
+    """
+    import stat
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except FileNotFoundError:
+        if flags & os.O_CREAT:
+            raise
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise UnsafeRunFile(f"{display_path(path)}: the {what} is a symbolic link; refusing to follow it "
+                                f"(remove it, or choose another -o folder)") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO):
+            raise UnsafeRunFile(f"{display_path(path)}: the {what} is not a regular file (remove it, or choose "
+                                f"another -o folder)") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeRunFile(f"{display_path(path)}: the {what} is not a regular file (remove it, or choose "
+                                f"another -o folder)")
+        if st.st_nlink > 1:
+            raise UnsafeRunFile(f"{display_path(path)}: the {what} has {st.st_nlink} hard links (it is also another "
+                                f"file); refusing to write it (remove it, or choose another -o folder)")
+        if _NONBLOCK:  # a regular file: plain blocking I/O from here
+            import fcntl
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @dataclass(frozen=True)
@@ -42,6 +108,10 @@ class OutputConfig:
     clean: bool = False
     tile: bool = False
     tta: bool = False
+    # --background ("blur:3", "R,G,B", "image:sha256:HEX") and --edge; None where they do not change
+    # the pixels (backgrounds.photo_config), so records made before they existed still match.
+    background: str | None = None
+    edge: str | None = None
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -72,33 +142,64 @@ def make_record(job: Job, config: OutputConfig, size: tuple[int, int], nbytes: i
             "output": job.rel, **asdict(config), "size": list(size), "bytes": nbytes}
 
 
-def load_records(out_dir: Path) -> dict[str, dict]:
-    """Latest manifest line per output (path below OUT). A torn last line (crash) is ignored."""
+def _valid(record) -> bool:
+    """A manifest record: a JSON object whose output is a relative path below OUT."""
+    if not isinstance(record, dict):
+        return False
+    output = record.get("output")
+    return (isinstance(output, str) and bool(output) and "\0" not in output and not os.path.isabs(output)
+            and ".." not in output.split("/"))
+
+
+def load_records(out_dir: Path, quiet: bool = False) -> dict[str, dict]:
+    """Latest manifest line per output (path below OUT). A torn last line (crash) is ignored;
+    other lines that are not records are ignored with one warning. UnsafeRunFile (exit 2) for a
+    manifest that is a link, a folder, a FIFO or a device, or over MAX_MANIFEST_BYTES."""
     path = out_dir / MANIFEST_NAME
     records: dict[str, dict] = {}
     try:
-        with open(path, "rb") as fh:
-            for number, line in enumerate(fh, 1):
-                try:
-                    record = json.loads(line)
-                    records[record["output"]] = record
-                except (ValueError, KeyError, TypeError):
-                    log.warning("%s line %d: not a manifest record, ignored", display_path(path), number)
-    except FileNotFoundError:
-        pass
+        fd = open_run_file(path, os.O_RDONLY, "manifest")
+    except NotADirectoryError:
+        return records
+    if fd is None:
+        return records
+    with os.fdopen(fd, "rb") as fh:
+        if os.fstat(fd).st_size > MAX_MANIFEST_BYTES:
+            raise UnsafeRunFile(f"{display_path(path)}: the manifest is over {MAX_MANIFEST_BYTES >> 30} GB, "
+                                f"more than this tool writes; move it away to start afresh")
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    lines = data.split(b"\n")
+    if lines and lines[-1]:
+        lines.pop()   # a torn last line (no newline): the write that a crash or full disk cut short
+    bad, first_bad = 0, 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not _valid(record):
+            bad += 1
+            first_bad = first_bad or number
+            continue
+        records[record["output"]] = record
+    if bad and not quiet:
+        log.warning("%s: %d line%s (first: line %d) not a manifest record, ignored", display_path(path), bad,
+                    "s" * (bad != 1), first_bad)
     return records
 
 
 def recorded_outputs(out_dir: Path, records: dict[str, dict]) -> frozenset[FileId]:
     """Identities of the outputs the manifest lists that exist: never taken as inputs."""
-    ids = (file_id(out_dir / rel) for rel in records)
+    ids = (file_id(out_dir / rel) for rel in records if _valid(records[rel]))
     return frozenset(i for i in ids if i is not None)
 
 
 class Verdict(enum.Enum):
     DONE = "done"
     NEW = "new"                      # no output yet
-    CONFIG_CHANGED = "the configuration changed (format, threshold, model, --clean, --tile or --tta)"
+    CONFIG_CHANGED = "the configuration changed (format, threshold, model, --clean, --tile, --tta, --background or --edge)"
     SOURCE_CHANGED = "the source file changed"
     OTHER_SOURCE = "the existing output was made from another source file"
     UNTRUSTED = "the existing output is empty, incomplete or not in the manifest"
@@ -146,33 +247,65 @@ def plan_resume(jobs: Iterable[Job], config: OutputConfig, records: dict[str, di
 
 
 class Manifest:
-    """Appends records to OUT's manifest, one fsynced line each, from any thread."""
+    """Appends records to OUT's manifest, one fsynced line each, from any thread.
+
+    Unbuffered writes on a descriptor opened by :func:`open_run_file`: a failed append raises
+    ManifestWriteError for that one record and never again for the bytes already refused (close
+    never raises); a line is never appended to a torn one (a newline goes first).
+    """
 
     def __init__(self, out_dir: Path):
         self.path = out_dir / MANIFEST_NAME
         self._lock = threading.Lock()
-        self._fh: IO[bytes] | None = None
+        self._fd: int | None = None
+        self._torn = False
+
+    def open(self) -> None:
+        """Open (create) the manifest now: an unsafe one stops the run before any output is written."""
+        with self._lock:
+            self._open()
+
+    def _open(self) -> None:
+        if self._fd is not None:
+            return
+        fd = open_run_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "manifest")
+        size = os.fstat(fd).st_size
+        if size:
+            self._torn = os.pread(fd, 1, size - 1) != b"\n"
+        self._fd = fd
 
     def append(self, record: dict) -> None:
         line = (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
         with self._lock:
-            if self._fh is None:
-                self._fh = open(self.path, "ab")
-            self._fh.write(line)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            try:
+                self._open()
+                data = (b"\n" if self._torn else b"") + line
+                self._torn = True      # until the whole line is down
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
+                os.fsync(self._fd)
+                self._torn = False
+            except OSError as exc:
+                raise ManifestWriteError(exc.errno or errno.EIO, f"written, but not recorded in "
+                                         f"{display_path(self.path)} ({exc.strerror or exc}); it is redone "
+                                         f"next run") from None
 
     def close(self) -> None:
         with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+            if self._fd is not None:
+                try:
+                    os.close(self._fd)
+                except OSError:
+                    pass
+                self._fd = None
 
 
 class RunLock:
     """An exclusive ``flock`` on OUT/.unetlite.lock for the life of a run.
 
-    Raises OutputBusy when another run (any process) holds it; OSError when OUT cannot
+    Raises OutputBusy when another run (any process) holds it; UnsafeRunFile when the lock file is
+    a link, a folder, a FIFO or a device (never created through a link); OSError when OUT cannot
     be created or written. The lock file stays (removing it would race another run).
     """
 
@@ -182,8 +315,9 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         import fcntl  # POSIX only; kept out of module import
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        from ..io.atomic import make_dirs
+        make_dirs(self.path.parent)
+        fd = open_run_file(self.path, os.O_RDWR | os.O_CREAT, "lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

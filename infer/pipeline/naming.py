@@ -102,7 +102,11 @@ def walk_files(root: Path, max_depth: int | None, skip_dirs: frozenset[FileId] =
             elif is_file:
                 yield path
             elif entry.is_symlink() and not is_dir:
-                log.warning("%s: broken link, skipped", display_path(path))
+                if os.path.exists(path):
+                    log.warning("%s: links to something that is not a regular file (a device, FIFO or socket), "
+                                "skipped", display_path(path))
+                else:
+                    log.warning("%s: broken link, skipped", display_path(path))
         stack.extend(reversed(subfolders))
 
 
@@ -180,17 +184,22 @@ def candidates(inputs: Iterable[str], recursive: bool, skip_dirs: frozenset[File
                 problems.append((spec, "no file matches this glob"))
             for f in matched:
                 yield f, named_rel(f, cwd)
+        elif path.exists():
+            problems.append((spec, "not a regular file (a device, FIFO or socket)"))
         else:
             problems.append((spec, "no such file, folder or matching glob"))
 
 
 def collect_jobs(inputs: Iterable[str], out_dir: Path, fmt: str, recursive: bool = False,
-                 exclude: frozenset[FileId] = frozenset(), cwd: Path | None = None) -> Collected:
+                 exclude: frozenset[FileId] = frozenset(), cwd: Path | None = None,
+                 run_files: Iterable[Path] = ()) -> Collected:
     """Every (source, output) of a run, each real file once (the first path that reaches it).
 
     Folder walks and globs never enter OUT (unless OUT is the input folder itself) and skip
     files in ``exclude`` (the outputs OUT's manifest lists). Raises NamingError when two
-    different files would share an output, or an output would be an input file.
+    different files would share an output, or an output or a run file (``run_files``: the
+    manifest, lock and failures file the run writes in OUT) would be an input file, by any
+    path: a symbolic link or a hard link to it.
     """
     cwd = Path(os.path.abspath(cwd or Path.cwd()))
     out_id = file_id(out_dir) if out_dir.is_dir() else None
@@ -213,17 +222,26 @@ def collect_jobs(inputs: Iterable[str], out_dir: Path, fmt: str, recursive: bool
                               f"folders")
         owner[name] = source
         result.jobs.append(Job(source, out_dir / name, name))
-    check_outputs_are_not_inputs(result.jobs)
+    check_outputs_are_not_inputs(result.jobs, run_files)
     return result
 
 
-def check_outputs_are_not_inputs(jobs: list[Job]) -> None:
-    """NamingError when any output path is (a link to) one of the run's input files."""
+def check_outputs_are_not_inputs(jobs: list[Job], run_files: Iterable[Path] = ()) -> None:
+    """NamingError when any output path or run file is (a symbolic or hard link to) one of the
+    run's input files."""
     sources = {os.path.realpath(j.source): j.source for j in jobs}
+    by_id = {}
     for job in jobs:
-        victim = sources.get(os.path.realpath(job.output))
+        ident = file_id(job.source)
+        if ident is not None:
+            by_id[ident] = job.source
+    for target in [*(job.output for job in jobs), *run_files]:
+        victim = sources.get(os.path.realpath(target))
+        if victim is None:
+            ident = file_id(target)
+            victim = by_id.get(ident) if ident is not None else None
         if victim is not None:
-            raise NamingError(f"refusing to write {display_path(job.output)}: it is an input file "
+            raise NamingError(f"refusing to write {display_path(target)}: it is an input file "
                               f"({display_path(victim)}); choose another -o folder")
 
 

@@ -1,5 +1,10 @@
 """A whole `segment` run: collect the jobs, lock OUT, resume from its manifest, run them locally or on
-Ray, write failures.csv. Returns a :class:`SegmentResult`; usage errors raise UnetliteError (exit 2).
+Ray, write the failures file.
+
+The failures file is ``OUT/unetlite-failures.csv`` (:data:`FAILURES_NAME`), a name that is clearly the
+tool's: it is replaced after a run with failures and removed after a clean one, and a user's own
+``failures.csv`` in OUT (``-o`` may be the input folder) is never read, replaced or removed.
+Returns a :class:`SegmentResult`; usage errors raise UnetliteError (exit 2).
 """
 from __future__ import annotations
 
@@ -62,6 +67,7 @@ def segment(request: SegmentRequest, report: Report = Report()) -> SegmentResult
     """Run ``request``; per-file failures go to ``report.failed`` and the summary, never raised."""
     if not request.inputs:
         raise UnetliteError("give at least one INPUT (image file, folder or glob)")
+    _check_photo_options(request.settings)
     uris = [spec for spec in (*request.inputs, request.output) if is_uri(spec)]
     if request.ray is None:
         if uris:
@@ -98,21 +104,40 @@ def _open_model(request: SegmentRequest):
     return driver_model(request.engine.model, request.engine.int8)
 
 
-def _segment_locked(request: SegmentRequest, report: Report, out: Path, jobs: Sequence[Job]) -> tuple[Summary, str]:
-    """With OUT locked: clear stale temps, load the model, plan the resume, run."""
+def _check_photo_options(settings: SegmentSettings) -> None:
+    """--background / --edge: a usage error (exit 2) for a background with another format than
+    composite or an unreadable PATH background (decoded here, once, before anything is written)."""
+    if getattr(settings, "background", None) is None and getattr(settings, "edge", "hard") == "hard":
+        return
+    from .backgrounds import BackgroundError, check_photo_settings
+    try:
+        check_photo_settings(settings.fmt, settings.background, settings.edge)
+    except BackgroundError as exc:
+        raise UnetliteError(str(exc)) from None
+
+
+def _photo_config(settings: SegmentSettings) -> dict:
+    """The manifest's background/edge entries (None where they leave the pixels as they were)."""
+    from .backgrounds import photo_config
+    return photo_config(settings.fmt, getattr(settings, "background", None), getattr(settings, "edge", "hard"))
+
+
+def _segment_locked(request: SegmentRequest, report: Report, out: Path, jobs: Sequence[Job], model) -> tuple[Summary, str]:
+    """With OUT locked: clear stale temps, plan the resume, run."""
     from .manifest import Manifest, OutputConfig, file_sha256, load_records, make_record, plan_resume
 
     removed = remove_stale_temps(out)
     if removed:
         log.info("removed %d temp file(s) left by an interrupted run", removed)
-    model = _open_model(request)
     settings = request.settings
     threshold = model.contract.resolve_threshold(settings.threshold)
     config = OutputConfig(settings.fmt, threshold, file_sha256(model.path), settings.clean, settings.tile,
-                          settings.tta)
-    plan = plan_resume(jobs, config, load_records(out), request.overwrite)
+                          settings.tta, **_photo_config(settings))
+    plan = plan_resume(jobs, config, load_records(out, quiet=True), request.overwrite)  # warned before
     manifest = Manifest(out)
     try:
+        if plan.todo:
+            manifest.open()  # an unsafe manifest stops the run before any output is written
         summary, ran = _run_jobs(request, model, plan.todo, settings, report,
                                  lambda job, size, n: manifest.append(make_record(job, config, size, n)))
     finally:
@@ -122,43 +147,87 @@ def _segment_locked(request: SegmentRequest, report: Report, out: Path, jobs: Se
     return summary, ran
 
 
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _segment_local(request: SegmentRequest, report: Report, out: Path) -> SegmentResult:
-    """A run whose OUT is a local folder: locked, manifest-based resume, failures.csv."""
-    from .manifest import RunLock, load_records, recorded_outputs
+    """A run whose OUT is a local folder: locked, manifest-based resume, failures file.
+
+    The model is opened before OUT is created or locked: a run that cannot start (a bad --model,
+    --providers cuda without a GPU, no Ray) leaves no OUT folder and no lock behind. OUT's identity
+    is checked at the end: a folder deleted or replaced during the run is said in the summary (exit 1).
+    """
+    from .manifest import RUN_FILE_NAMES, RunLock, load_records, recorded_outputs
 
     if out.exists() and not out.is_dir():
         raise UnetliteError(f"{display_path(out)}: -o must be a folder, and this is an existing file")
     records = load_records(out) if out.is_dir() else {}
     collected = collect_jobs(request.inputs, out, request.settings.fmt, request.recursive,
-                             exclude=recorded_outputs(out, records))
+                             exclude=recorded_outputs(out, records),
+                             run_files=[out / name for name in (*RUN_FILE_NAMES, FAILURES_NAME)])
     for path, reason in collected.problems:
         report.failed(path, reason)
     if not collected.jobs:
         raise UnetliteError("no input images found")
+    created = not out.exists()
     try:
-        with RunLock(out), stop_on_signals():
-            summary, ran = _segment_locked(request, report, out, collected.jobs)
+        with stop_on_signals():
+            model = _open_model(request)
+            with RunLock(out):
+                out_id = _folder_id(out)
+                summary, ran = _segment_locked(request, report, out, collected.jobs, model)
     except UnetliteError:
+        _remove_if_ours(out, created)
         raise
     except OSError as exc:
+        _remove_if_ours(out, created)
         raise UnetliteError(f"{display_path(out)}: cannot write here ({exc.strerror or exc})") from None
+    gone = _folder_id(out) != out_id
+    if gone:
+        summary.errors.append(f"{display_path(out)} was deleted or replaced during the run: its outputs are gone "
+                              f"(run again to redo them)")
     summary.failed[:0] = collected.problems
-    return _finish(summary, ran, out, report)
+    return _finish(summary, ran, out, report, write=not gone)
 
 
-def _finish(summary: Summary, ran: str, out: Path, report: Report) -> SegmentResult:
-    """failures.csv (or a note saying it could not be written)."""
+def _remove_if_ours(out: Path, created: bool) -> None:
+    """A run that could not start: remove OUT if this run created it and left only its lock there."""
+    if not created:
+        return
+    from .manifest import LOCK_NAME
+    try:
+        names = set(os.listdir(out))
+        if names <= {LOCK_NAME}:
+            if names:
+                os.unlink(out / LOCK_NAME)
+            os.rmdir(out)
+    except OSError:
+        pass
+
+
+def _finish(summary: Summary, ran: str, out: Path, report: Report, write: bool = True) -> SegmentResult:
+    """The failures file (or a note saying it could not be written). Only the tool's own
+    FAILURES_NAME is ever replaced or removed: a user's failures.csv in OUT is never touched."""
     result = SegmentResult(summary, ran, display_path(out))
     failures = out / FAILURES_NAME
-    if summary.failed:
+    if summary.failed and write:
         error = write_failures(failures, summary.failed)
         if error:
             result.notes.append(error)
             report.note(error)
         else:
             result.failures_file = display_path(failures)
-    elif failures.is_file() and not summary.interrupted:
-        failures.unlink()  # it described an earlier run, whose failures are all done now
+    elif not summary.interrupted and not summary.errors and os.path.isfile(failures) \
+            and not os.path.islink(failures):
+        try:
+            failures.unlink()  # it described an earlier run, whose failures are all done now
+        except OSError:
+            pass
     return result
 
 
@@ -188,10 +257,10 @@ def _segment_uris(request: SegmentRequest, report: Report) -> SegmentResult:
     result = SegmentResult(summary, ran, out)
     if summary.failed:
         try:
-            write_output(f"{out}/failures.csv", failures_csv(summary.failed))
-            result.failures_file = f"{out}/failures.csv"
+            write_output(f"{out}/{FAILURES_NAME}", failures_csv(summary.failed))
+            result.failures_file = f"{out}/{FAILURES_NAME}"
         except (OSError, ValueError) as exc:
-            message = f"cannot write {out}/failures.csv ({one_line(exc)})"
+            message = f"cannot write {out}/{FAILURES_NAME} ({one_line(exc)})"
             result.notes.append(message)
             report.note(message)
     return result

@@ -69,7 +69,7 @@ def _plain(photos: Path, out: Path, fmt: str) -> dict[str, str]:
     code = main(["segment", str(photos), "-o", str(out), "-r", "--format", fmt, "--providers", "cpu",
                  "--no-progress"])
     assert code == 1  # the broken files fail, the rest is written
-    return _failures(out / "failures.csv")
+    return _failures(out / "unetlite-failures.csv")
 
 
 def _failures(path: Path) -> dict[str, str]:
@@ -79,7 +79,7 @@ def _failures(path: Path) -> dict[str, str]:
 
 def _outputs(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
-            if p.is_file() and not p.name.startswith(".") and p.name != "failures.csv"}
+            if p.is_file() and not p.name.startswith(".") and p.name != "unetlite-failures.csv"}
 
 
 def _ray_run(photos: Path, out: Path, fmt: str = "mask", overwrite: bool = False):
@@ -199,7 +199,7 @@ def test_uri_inputs_and_outputs(ray_runtime, photos, tmp_path, capsys):
     result = segment(request)
     assert result.exit_code == 1 and result.summary.done == len(plain)
     assert _outputs(out) == plain
-    failures = _failures(out / "failures.csv")
+    failures = _failures(out / "unetlite-failures.csv")
     assert {Path(p).name for p in failures} == set(BAD) and all(p.startswith("file://") for p in failures)
     again = segment(request)  # the broken files fail again; the rest is not redone
     assert again.exit_code == 1 and (again.summary.done, again.summary.skipped) == (0, len(plain))
@@ -249,7 +249,7 @@ def test_segment_command_with_ray_matches_plain_segment_and_both_resume(ray_runt
     assert re.search(r"; 2 workers x \(0\.5 CPU", captured.err)  # the pool fits the 2-CPU runtime
     plain = _outputs(tmp_path / "plain")
     assert _outputs(out) == plain and len(plain) == 8
-    assert _failures(out / "failures.csv") == plain_failures
+    assert _failures(out / "unetlite-failures.csv") == plain_failures
 
     # plain segment finds nothing left to do (same manifest, same settings)
     assert main(["segment", str(photos), "-o", str(out), "-r", *SEGMENT]) == 1

@@ -49,7 +49,7 @@ def _segment(*argv, model) -> int:
 def _outputs(out):
     """Output pictures below OUT (its manifest and lock are hidden files)."""
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and p.name != "failures.csv")
+                  and p.name != "unetlite-failures.csv")
 
 
 def _header_bomb(src, dst, height: int, width: int) -> None:
@@ -104,7 +104,7 @@ def test_folder_run_handles_nested_and_bad_files(messy_folder, tiny_onnx, tmp_pa
         assert set(np.unique(mask)) <= {0, 255}
     rotated = cv2.imread(str(out / "cats" / "rotated.jpg.png"), cv2.IMREAD_UNCHANGED)
     assert (rotated.shape[1], rotated.shape[0]) == displayed
-    with (out / "failures.csv").open() as fh:
+    with (out / "unetlite-failures.csv").open() as fh:
         rows = {r["path"]: r["reason"] for r in csv.DictReader(fh)}
     assert {str(root / k) for k in BAD} == set(rows)
     for rel, reason in BAD.items():
@@ -155,9 +155,10 @@ def test_every_format_writes_a_decodable_picture(fmt, suffix, channels, tiny_onn
     expected_width = 3 * width if fmt == "side-by-side" else width
     assert written.shape[:2] == (height, expected_width)
     assert (written.shape[2] if written.ndim == 3 else 1) == channels
-    if fmt == "cutout":  # transparent exactly where the mask says background
+    if fmt == "cutout":  # alpha: the soft (guided-filter) edge of the mask (--edge soft, the default)
+        from unetlite.infer.engine.alpha import alpha_channel, soft_alpha
         seg = Segmenter(tiny_onnx, providers="cpu")(read_image(image))
-        assert np.array_equal(written[..., 3] > 0, seg.mask.astype(bool))
+        assert np.array_equal(written[..., 3], alpha_channel(soft_alpha(read_image(image), seg.mask)))
 
 
 def test_globs_and_files_mirror_their_path_below_the_current_folder(tiny_onnx, tmp_path, pets_dir, monkeypatch):
@@ -327,7 +328,7 @@ def test_one_bad_file_never_stops_the_batch(tiny_onnx, tmp_path, pets_dir, capsy
     assert time.perf_counter() - started < 120  # nothing 30000x30000 was decoded (that takes minutes here)
     captured = capsys.readouterr()
     assert "4 done, 0 skipped (already done), 3 failed" in captured.out
-    with (out / "failures.csv").open(encoding="utf-8") as fh:
+    with (out / "unetlite-failures.csv").open(encoding="utf-8") as fh:
         rows = {r["path"]: r["reason"] for r in csv.DictReader(fh)}
     assert "over the 100 MP limit" in rows[str(src / "bomb65k.jpg")]
     assert "over the 100 MP limit" in rows[str(src / "bomb30k.jpg")]
@@ -336,12 +337,12 @@ def test_one_bad_file_never_stops_the_batch(tiny_onnx, tmp_path, pets_dir, capsy
     assert "Traceback" not in captured.err
 
     # failures.csv cannot be written: one line, the summary, exit 1 still
-    (out / "failures.csv").unlink()
-    (out / "failures.csv").mkdir()
+    (out / "unetlite-failures.csv").unlink()
+    (out / "unetlite-failures.csv").mkdir()
     assert _segment(src, "-o", out, "--max-pixels", "10M", model=tiny_onnx) == 1
     captured = capsys.readouterr()
     assert "0 done, 4 skipped (already done), 3 failed" in captured.out
-    assert f"cannot write {out / 'failures.csv'}" in captured.err and "Traceback" not in captured.err
+    assert f"cannot write {out / 'unetlite-failures.csv'}" in captured.err and "Traceback" not in captured.err
 
 
 def test_stale_temps_removed_and_a_second_run_on_the_same_out_refused(tiny_onnx, tmp_path, pets_dir, capsys):
@@ -355,7 +356,7 @@ def test_stale_temps_removed_and_a_second_run_on_the_same_out_refused(tiny_onnx,
     stale.write_bytes(b"half a png")
     with open(out / LOCK_NAME, "w") as held:  # another run holds OUT
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert main(["segment", str(src), "-o", str(out), "--model", "missing.onnx"]) == 2
+        assert main(["segment", str(src), "-o", str(out), "--model", str(tiny_onnx)]) == 2
         assert "another unetlite run is writing here" in capsys.readouterr().err
         assert stale.exists()  # a refused run touches nothing
     assert _segment(src, "-o", out, model=tiny_onnx) == 0
