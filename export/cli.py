@@ -29,7 +29,7 @@ class UsageError(Exception):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="convert a trained Keras model to ONNX, optionally int8 (needs unetlite[train])",
+    p = sub.add_parser("export", help="convert a trained Keras model to ONNX, optionally int8 (needs the [train] extra)",
                        description="Convert a Keras U-Net to ONNX with tf2onnx, embed the preprocessing contract, "
                                    "check Keras/ONNX parity on images and optionally add a static int8 twin.")
     p.add_argument("checkpoint", nargs="?", type=Path,

@@ -18,6 +18,14 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return (text[0] if text else type(exc).__name__)[:limit]
 
 
+def library_reason(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a native library's report that says something: OpenVINO opens with
+    ``Exception from src/inference/src/cpp/core.cpp:84:`` lines that only locate its own source."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Exception from src/")]
+    return ((useful or lines or [type(exc).__name__])[0])[:limit]
+
+
 def one_line(exc: BaseException) -> str:
     """A one-line reason for any per-file exception (never a traceback).
 

@@ -10,9 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import first_line, library_reason
 from .base import OPENVINO, OPENVINO_HINT, BackendError, ModelLoadError, Runtime, RunnerOptions, TensorSpec
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def _check_onnx(path: Path) -> None:
+    """Refuse a file that is not ONNX before OpenVINO sees it: OpenVINO tries every frontend it has,
+    and its TensorFlow one prints absl errors for each line of a junk file."""
+    from ..onnx_wire import WireError, read
+    try:
+        read(path, graph=False)
+    except (WireError, OSError) as exc:
+        raise ModelLoadError(f"{path}: not an ONNX model ({first_line(exc)})") from None
 
 
 def _spec(port) -> TensorSpec:
@@ -33,11 +44,11 @@ class OpenVinoRunner:
             raise BackendError(f"--precision {precision}: expected one of {', '.join(_HINTS)}")
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise BackendError("--precision bf16: this CPU has no bf16 support")
+        _check_onnx(path)
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
-            reason = (str(exc).strip().splitlines() or ["unreadable"])[0][:200]
-            raise ModelLoadError(f"{path}: not a loadable ONNX model ({reason})") from None
+            raise ModelLoadError(f"{path}: not a loadable ONNX model ({library_reason(exc)})") from None
         self.n_inputs = len(model.inputs)
         self.input, self.output = _spec(model.inputs[0]), _spec(model.outputs[0])
         config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "INFERENCE_NUM_THREADS": threads,
@@ -45,7 +56,7 @@ class OpenVinoRunner:
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
-            raise ModelLoadError(f"{path}: OpenVINO cannot compile it ({(str(exc).strip().splitlines() or [''])[0][:200]})") from None
+            raise ModelLoadError(f"{path}: OpenVINO cannot compile it ({library_reason(exc)})") from None
         ran = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # read back: what really runs
         ran = ran.get_type_name() if hasattr(ran, "get_type_name") else str(ran)
         self.precision = {"f32": "fp32", "bf16": "bf16"}.get(ran, ran)
