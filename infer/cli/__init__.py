@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
+    from ..native_noise import quiet_native_noise
+    with quiet_native_noise():  # libpng's and Ray's C++ lines: one line per problem, ours
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code = int(args.run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here for buffered output
