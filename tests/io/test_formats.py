@@ -2,6 +2,8 @@
 plus its render function."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -41,7 +43,8 @@ def test_a_new_format_is_one_entry_and_segment_offers_it(tiny_onnx, pets_dir, tm
                                                                           "255 where background"))
     args = build_parser().parse_args(["segment", "x.jpg", "-o", "o", "--format", "inverse"])
     assert args.fmt == "inverse"
-    image = sorted((pets_dir / "images").glob("*.jpg"))[0]
+    image = tmp_path / "photo.jpg"   # outside the repository: the output keeps its bare name
+    shutil.copy(sorted((pets_dir / "images").glob("*.jpg"))[0], image)
     out = tmp_path / "out"
     result = segment(SegmentRequest((str(image),), str(out), SegmentSettings("inverse"),
                                     EngineOptions(model=tiny_onnx, providers="cpu"), progress=False))

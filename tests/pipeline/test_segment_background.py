@@ -4,6 +4,8 @@ blur lowers the background's variance, resume redoes outputs made with other set
 and prob outputs stay byte-identical whatever --edge says."""
 from __future__ import annotations
 
+import shutil
+
 import json
 
 import cv2
@@ -19,8 +21,12 @@ from unetlite.infer.pipeline.manifest import MANIFEST_NAME
 
 
 @pytest.fixture(scope="module")
-def photos(pets_dir):
-    return sorted((pets_dir / "images").glob("*.jpg"))
+def photos(pets_dir, tmp_path_factory):
+    """Copies outside the repository: an input below the current folder keeps its path in the output name."""
+    folder = tmp_path_factory.mktemp("photos")
+    for path in sorted((pets_dir / "images").glob("*.jpg")):
+        shutil.copy(path, folder / path.name)
+    return sorted(folder.glob("*.jpg"))
 
 
 def _segment(*argv, model) -> int:
