@@ -234,3 +234,41 @@ def test_init_from_starts_from_the_given_weights(tmp_path):
     with pytest.raises(ValueError, match="differs from --input-size"):
         train(TrainConfig(data=PETS, run_dir=tmp_path / "bad", model=UNetConfig(4, 3, 128), epochs=1,
                           max_train=8, max_val=8, init_from=base.run_dir / "best.keras", verbose=0))
+
+
+def _mask_dataset(root, names):
+    """The 0/255 masks/ layout (hand-painted and video sets): real photos, masks from their trimaps."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for n in names:
+        shutil.copy(PETS / "images" / f"{n}.jpg", root / "images")
+        trimap = cv2.imread(str(PETS / "trimaps" / f"{n}.png"), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(root / "masks" / f"{n}.png"), np.where(trimap == 1, 255, 0).astype(np.uint8))
+    return root
+
+
+def test_distillation_run_mixes_human_soft_and_empty_targets(tmp_path, video_dir):
+    """--soft, --negatives, --val-negatives, a masks/ root and --val-names in one short real run."""
+    names = pet_names("trainval")
+    masks = _mask_dataset(tmp_path / "painted", names[:6])
+    soft = tmp_path / "soft"
+    (soft / "images").mkdir(parents=True)
+    (soft / "teacher_soft").mkdir()
+    for n in names[6:12]:
+        shutil.copy(PETS / "images" / f"{n}.jpg", soft / "images")
+        trimap = cv2.imread(str(PETS / "trimaps" / f"{n}.png"), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(soft / "teacher_soft" / f"{n}.png"), np.select([trimap == 1, trimap == 3], [255, 128], 0)
+                    .astype(np.uint8))
+    val_names = tmp_path / "val.txt"
+    val_names.write_text("\n".join(names[:2]) + "\n")
+    clip = video_dir / "vtest_people_short_384x288.mp4"
+    cfg = TrainConfig(data=[masks], val_data=[masks], val_names=val_names, soft=[soft],
+                      negatives=[f"{clip}@50:100:10"], val_negatives=[f"{clip}@0:50:25"], labelled_repeat=2,
+                      run_dir=tmp_path / "run", model=TINY, epochs=1, batch_size=4, steps_per_epoch=2,
+                      loss="bce+dice", verbose=0, preview=0)
+    summary = train(cfg)
+    assert summary["val_names"] == sorted(names[:2]) + [f"vtest_people_short_384x288_f{i:05d}" for i in (0, 25)]
+    # 4 hand-labelled x 2 + 6 soft + 5 frames
+    assert "+6 teacher-labelled images" in summary["data"] and "19 train / 4 val images" in summary["data"]
+    row = next(csv.DictReader((cfg.run_dir / "log.csv").open()))
+    assert 0.0 <= float(row["val_empty_fg"]) <= 1.0

@@ -5,8 +5,28 @@ import keras
 from keras import ops
 
 
+class _MeanMetric(keras.metrics.Metric):
+    """A running mean of per-image values (``total`` / ``count``) with a threshold in its config."""
+
+    def __init__(self, threshold: float = 0.5, name: str = "mean", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.threshold = threshold
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def result(self):
+        return ops.where(self.count > 0, self.total / ops.maximum(self.count, 1.0), 0.0)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
 @keras.saving.register_keras_serializable(package="unetlite")
-class ForegroundIoU(keras.metrics.Metric):
+class ForegroundIoU(_MeanMetric):
     """Mean per-image foreground IoU of the thresholded prediction.
 
     Semantics of the reference seed: threshold 0.5, and an image whose union is
@@ -14,10 +34,7 @@ class ForegroundIoU(keras.metrics.Metric):
     """
 
     def __init__(self, threshold: float = 0.5, name: str = "iou", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.threshold = threshold
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+        super().__init__(threshold=threshold, name=name, **kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         valid = ops.cast(y_true < 1.5, "float32")   # 2 = unlabelled pixel (pseudo-labels)
@@ -30,19 +47,10 @@ class ForegroundIoU(keras.metrics.Metric):
         self.total.assign_add(ops.sum(iou))
         self.count.assign_add(ops.cast(ops.shape(iou)[0], "float32"))
 
-    def result(self):
-        return ops.where(self.count > 0, self.total / ops.maximum(self.count, 1.0), 0.0)
-
-    def reset_state(self):
-        self.total.assign(0.0)
-        self.count.assign(0.0)
-
-    def get_config(self):
-        return {**super().get_config(), "threshold": self.threshold}
 
 
 @keras.saving.register_keras_serializable(package="unetlite")
-class EmptyForeground(keras.metrics.Metric):
+class EmptyForeground(_MeanMetric):
     """Mean predicted foreground fraction over images whose target holds no pet.
 
     IoU scores every such image 1.0 or 0.0, so it hides how much of a pet-free frame gets
@@ -51,10 +59,7 @@ class EmptyForeground(keras.metrics.Metric):
     """
 
     def __init__(self, threshold: float = 0.5, name: str = "empty_fg", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.threshold = threshold
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+        super().__init__(threshold=threshold, name=name, **kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         axes = tuple(range(1, len(y_true.shape)))
@@ -65,15 +70,6 @@ class EmptyForeground(keras.metrics.Metric):
         self.total.assign_add(ops.sum(painted * empty))
         self.count.assign_add(ops.sum(empty))
 
-    def result(self):
-        return ops.where(self.count > 0, self.total / ops.maximum(self.count, 1.0), 0.0)
-
-    def reset_state(self):
-        self.total.assign(0.0)
-        self.count.assign(0.0)
-
-    def get_config(self):
-        return {**super().get_config(), "threshold": self.threshold}
 
 
 def training_metrics() -> list[keras.metrics.Metric]:

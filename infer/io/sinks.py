@@ -38,6 +38,20 @@ class DisplayError(UnetliteError):
 
 
 
+def commit_checked(tmp: Path, path: Path, frames: int, found: int) -> Path:
+    """Rename the finished temp file to ``path`` (fsynced) only when it reopened holding all ``frames``
+    (``found``: -1 when it could not be reopened); otherwise remove it and raise VideoNotSaved."""
+    if found != frames:
+        tmp.unlink(missing_ok=True)
+        what = "could not be reopened" if found < 0 else f"holds {found} of the {frames} frames written"
+        raise VideoNotSaved(f"{display_path(path)}: the written video {what} (disk full?)")
+    try:
+        commit_temp(tmp, path)
+    except WriteError as exc:
+        raise VideoNotSaved(str(exc)) from None
+    return path
+
+
 def count_frames(path: str | os.PathLike, limit: int) -> int:
     """Frames a fresh VideoCapture decodes from ``path`` (at most ``limit`` + 1); -1 when it
     does not open at all (e.g. an MP4 whose index was never written)."""
@@ -104,16 +118,7 @@ class VideoSink:
         written is it fsynced and renamed to ``path``. Otherwise it is removed (VideoNotSaved)."""
         self._release()
         assert self.tmp is not None, "commit() before any frame was written"
-        found = count_frames(self.tmp, self.frames)
-        if found != self.frames:
-            self.tmp.unlink(missing_ok=True)
-            what = "could not be reopened" if found < 0 else f"holds {found} of the {self.frames} frames written"
-            raise VideoNotSaved(f"{display_path(self.path)}: the written video {what} (disk full?)")
-        try:
-            commit_temp(self.tmp, self.path)
-        except WriteError as exc:
-            raise VideoNotSaved(str(exc)) from None
-        return self.path
+        return commit_checked(self.tmp, self.path, self.frames, count_frames(self.tmp, self.frames))
 
     def abort(self) -> None:
         self._release()

@@ -23,7 +23,7 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from .atomic import WriteError, commit_temp, display_path, make_temp
+from .atomic import WriteError, display_path, make_temp
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ class AvSink:
     def commit(self) -> Path:
         """Finish; reopen the temp file and count its frames; only when it holds every frame written
         is it fsynced and renamed. Standard output: the packets muxed must match the frames written."""
-        from .sinks import VideoNotSaved
+        from .sinks import VideoNotSaved, commit_checked
         self._finish()
         if self.to_stdout:
             if self.packets != self.frames:
@@ -359,16 +359,7 @@ class AvSink:
                                     f"(reader gone?)")
             return self.path
         assert self.tmp is not None, "commit() before any frame was written"
-        found = count_frames(self.tmp)
-        if found != self.frames:
-            self.tmp.unlink(missing_ok=True)
-            what = "could not be reopened" if found < 0 else f"holds {found} of the {self.frames} frames written"
-            raise VideoNotSaved(f"{display_path(self.path)}: the written video {what} (disk full?)")
-        try:
-            commit_temp(self.tmp, self.path)
-        except WriteError as exc:
-            raise VideoNotSaved(str(exc)) from None
-        return self.path
+        return commit_checked(self.tmp, self.path, self.frames, count_frames(self.tmp))
 
     def abort(self) -> None:
         self._finish()

@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import pickle
-import re
 import sys
 import tempfile
 import time
@@ -502,15 +501,6 @@ def _driver_node() -> dict[str, str] | None:
     if _alive_nodes() <= 1:
         return None
     return {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
-
-
-def split_ray_argument(ray: str | None, inputs: list[str]) -> tuple[str | None, list[str]]:
-    """``--ray [ADDRESS]`` before the inputs swallows the first one (argparse's optional value):
-    a value that is not an address ('auto', 'local', 'ray://head:10001', 'host:6379') goes back
-    to the inputs. Returns (address or "" for a local runtime, or None without --ray; inputs)."""
-    if not ray or ray in ("auto", "local") or "://" in ray or re.fullmatch(r"[\w.\-]+:\d+", ray):
-        return ("" if ray == "local" else ray), inputs
-    return "", [ray, *inputs]
 
 
 def read_uri(uri: str) -> bytes:
