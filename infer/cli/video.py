@@ -22,6 +22,15 @@ VIDEO_EXTENSIONS = FOURCC_EXTENSIONS + AV_EXTENSIONS
 ALPHA_EXTENSIONS = AV_EXTENSIONS                                # carry a transparent --format cutout
 
 
+
+def _video_options(args: argparse.Namespace, legacy, scene, transparent: bool) -> "VideoOptions":
+    """The frame loop's options from the command line (one stream or several)."""
+    from ..pipeline.frames import VideoOptions, video_format
+    return VideoOptions(fmt=video_format(args.fmt), background=legacy, smooth=args.smooth,
+                        threshold=args.threshold, max_frames=args.max_frames, live=args.live, fourcc=args.fourcc,
+                        reconnect=args.reconnect, clean=args.clean, tta=args.tta, max_pixels=args.max_pixels,
+                        scene=scene, edge=args.edge, transparent=transparent)
+
 def _output_path(text: str) -> Path:
     path = Path(text)
     if text == "-" or text.endswith(("/", os.sep)) or path.is_dir():  # standard output, or a folder (several sources)
@@ -167,7 +176,7 @@ def _run_command(args: argparse.Namespace) -> int:
     from ..io.atomic import display_path
     from ..io.sinks import Display, DisplayError, VideoNotSaved, VideoWriteError, display_problem
     from ..io.sources import SourceError, open_source
-    from ..pipeline.frames import VideoOptions, process_video, video_format
+    from ..pipeline.frames import process_video, video_format
 
     from ..pipeline.backgrounds import BackgroundSpec
     if args.output is None and not args.show:
@@ -217,10 +226,7 @@ def _run_command(args: argparse.Namespace) -> int:
     except BaseException:
         capture.release()
         raise
-    options = VideoOptions(fmt=video_format(args.fmt), background=legacy, smooth=args.smooth,
-                           threshold=args.threshold, max_frames=args.max_frames, live=args.live, fourcc=args.fourcc,
-                           reconnect=args.reconnect, clean=args.clean, tta=args.tta, max_pixels=args.max_pixels,
-                           scene=scene, edge=args.edge, transparent=transparent)
+    options = _video_options(args, legacy, scene, transparent)
     display = None
     if show:
         try:
@@ -255,7 +261,6 @@ def _run_streams(args: argparse.Namespace, scene, legacy, transparent: bool) -> 
     from ..io.sinks import VideoWriteError
     from ..io.sources import SourceError, open_source
     from ..io.video_av import have_av, open_sink
-    from ..pipeline.frames import VideoOptions, video_format
     from ..pipeline.streams import output_name, process_streams
 
     if args.show:
@@ -285,10 +290,7 @@ def _run_streams(args: argparse.Namespace, scene, legacy, transparent: bool) -> 
         for cap in captures:
             cap.release()
         raise
-    options = VideoOptions(fmt=video_format(args.fmt), background=legacy, smooth=args.smooth,
-                           threshold=args.threshold, max_frames=args.max_frames, live=args.live, fourcc=args.fourcc,
-                           reconnect=args.reconnect, clean=args.clean, tta=args.tta, max_pixels=args.max_pixels,
-                           scene=scene, edge=args.edge, transparent=transparent)
+    options = _video_options(args, legacy, scene, transparent)
     try:
         summary = process_streams(segmenter, list(args.source), outputs, options,
                                   lambda path, fps: open_sink(path, fps, args.fourcc, alpha=transparent),

@@ -2,12 +2,7 @@
 images and settings: they all run the pipeline's steps."""
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -45,26 +40,10 @@ def _segment(photos: Path, out: Path, fmt: str, clean: bool, tta: bool, *extra: 
 def server_url():
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    proc = subprocess.Popen([sys.executable, "-m", "unetlite.infer.cli", "serve", "--port", "0", "--providers", "cpu"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    found: dict[str, str] = {}
-    ready = threading.Event()
-
-    def pump() -> None:
-        for line in proc.stderr:
-            match = re.search(r"listening on (http://\S+?:\d+)", line)
-            if match:
-                found["url"] = match.group(1)
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(180) or "url" not in found:
-        proc.kill()
-        pytest.fail("server did not start")
-    yield found["url"]
-    proc.terminate()
-    proc.wait(60)
+    from serve.serving import start_server   # the serve tests' real server on a free loopback port
+    server = start_server()
+    yield server.url
+    server.stop()
 
 
 def _serve(url: str, image: Path, fmt: str, clean: bool, tta: bool, edge: str, background: str | None) -> bytes:
