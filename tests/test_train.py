@@ -169,6 +169,22 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     assert best_changed == (best_epoch == 2)  # best-only holds across the resume
 
 
+def test_stop_after_slices_a_run_that_resume_finishes(tmp_path):
+    """A run longer than a session: --stop-after ends early, --resume continues the same schedule."""
+    cfg = TrainConfig(data=PETS, run_dir=tmp_path / "run", model=TINY, epochs=3, batch_size=8, max_train=16,
+                      max_val=8, steps_per_epoch=2, verbose=0, preview=2, schedule="cosine", stop_after=1)
+    assert train(cfg)["epochs_done"] == 1
+    first = keras.models.load_model(tmp_path / "run" / "last.keras")
+    assert int(first.optimizer.iterations.numpy()) == 2
+    cfg.resume, cfg.stop_after = True, None
+    assert train(cfg)["epochs_done"] == 3
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    # One cosine schedule over all 3 epochs: the last step's learning rate is near its 5% floor.
+    done = keras.models.load_model(tmp_path / "run" / "last.keras").optimizer
+    assert float(done.learning_rate) < 0.1 * cfg.learning_rate
+
+
 def _tar(path, root, members):
     with tarfile.open(path, "w:gz") as tar:
         for m in members:

@@ -68,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
                    help="average the weights (EMA, e.g. 0.995 per step); validation and checkpoints use the average")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
+    p.add_argument("--stop-after", type=int, metavar="N", help="stop after N more epochs (the learning-rate "
+                   "schedule still spans --epochs); continue later with --resume")
     p.add_argument("--max-train", type=int, help="use at most N training images")
     p.add_argument("--max-val", type=int, help="use at most N validation images")
     p.add_argument("--steps-per-epoch", type=int)
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         model = UNetConfig(args.base_filters, args.depth, args.input_size)
         cfg = TrainConfig(data=data, run_dir=args.run_dir, model=model, epochs=args.epochs,
                           batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                          augment=args.augment, init_from=args.init_from, resume=args.resume, max_train=args.max_train,
+                          augment=args.augment, init_from=args.init_from, resume=args.resume, stop_after=args.stop_after,
+                          max_train=args.max_train,
                           max_val=args.max_val, steps_per_epoch=args.steps_per_epoch,
                           reduce_lr_patience=args.reduce_lr_patience, val_fraction=args.val_fraction,
                           val_data=args.val_data, val_names=args.val_names, soft=args.soft,

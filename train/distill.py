@@ -37,7 +37,8 @@ class SoftConfig:
     high: float = 0.8          # p >= high -> pet
     low: float = 0.2           # p <= low -> background; between: ignored
     min_pet: float = 0.01      # drop images whose p > 0.5 covers less of the frame (drawings, misses)
-    max_unsure: float = 0.3    # drop images whose ignored band covers more of the frame
+    max_unsure: float = 0.3    # drop images whose unsure band covers more of the frame
+    unsure: tuple[float, float] = (0.2, 0.8)  # the teacher is unsure between these, whatever the targets use
 
 
 def soft_target(probability: np.ndarray, cfg: SoftConfig = SoftConfig()) -> np.ndarray:
@@ -53,7 +54,8 @@ def soft_problem(probability: np.ndarray, cfg: SoftConfig = SoftConfig()) -> str
     pet = float((probability > 0.5).mean())
     if pet < cfg.min_pet:
         return f"teacher finds no pet ({pet:.1%} of the frame)"
-    unsure = float(((probability > cfg.low) & (probability < cfg.high)).mean())
+    low, high = cfg.unsure
+    unsure = float(((probability > low) & (probability < high)).mean())
     if unsure > cfg.max_unsure:
         return f"teacher unsure on {unsure:.0%} of the frame"
     return None

@@ -50,6 +50,7 @@ class TrainConfig:
     augment: str = "standard"            # a preset of augment.PRESETS: standard, strong or none
     init_from: Path | None = None        # start from these weights (fine-tuning), with a fresh optimizer
     resume: bool = False
+    stop_after: int | None = None        # end this invocation after N more epochs; the schedule still spans ``epochs``
     max_train: int | None = None         # cap the number of training images (quick runs, tests)
     max_val: int | None = None
     steps_per_epoch: int | None = None   # default: one pass over the training images
@@ -214,6 +215,8 @@ def train(cfg: TrainConfig) -> dict:
     if initial_epoch >= cfg.epochs:
         log.info("run already has %d epochs (asked for %d): nothing to do", initial_epoch, cfg.epochs)
         return summary
-    model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+    # A session-sized slice of a longer run: the cosine schedule and the log keep counting toward cfg.epochs.
+    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, initial_epoch + cfg.stop_after)
+    model.fit(train_ds, epochs=end, initial_epoch=initial_epoch, steps_per_epoch=steps,
               validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
     return summary

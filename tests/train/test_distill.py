@@ -31,6 +31,16 @@ def test_empty_and_unsure_soft_masks_are_dropped_with_a_reason():
     assert soft_problem(good) is None
 
 
+def test_hard_targets_at_one_threshold_still_drop_unsure_images():
+    """--soft-low = --soft-high = 0.5 labels every pixel, but an image the teacher is unsure about stays out."""
+    hard = SoftConfig(high=0.5, low=0.5)
+    p = np.array([[0.1, 0.49, 0.5, 0.51, 0.9]], np.float32)
+    assert soft_target(p, hard).tolist() == [[0, 0, 0, 1, 1]]
+    unsure = np.full((100, 100), 0.6, np.float32)
+    unsure[:30] = 1.0
+    assert "unsure" in soft_problem(unsure, hard)
+
+
 def _soft_root(tmp_path, names):
     """Real pet photos with soft masks made from their trimaps (pet 1.0, border 0.5, background 0.0)."""
     (tmp_path / "images").mkdir()
