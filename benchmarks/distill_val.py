@@ -8,8 +8,10 @@ davis_dog_agility frames (a real video of a dog on grass), and the first 400 fra
 pedestrian clip (frames 400-795 may be trained on as negatives; the short clip is frames 0-99).
 Reports per set: dataset IoU (sum of intersections / sum of unions at the label's resolution), pixel
 accuracy, and ``area_ratio`` (predicted / true pet pixels: above 1 means masks spread past the pet,
-the risk of ignoring the teacher's unsure band). Pet-free sets report the mean and worst painted
-fraction. Default inference settings (the model's threshold, no TTA, no clean-up).
+the risk of ignoring the teacher's unsure band). Oxford trimaps also get ``iou_outline_ignored``: the
+trimap's border class (a band over the pet's outline, which the dataset IoU counts as background, so a
+mask that covers the whole pet loses there) left out of both sides. Pet-free sets report the mean and
+worst painted fraction. Default inference settings (the model's threshold, no TTA, no clean-up).
 """
 from __future__ import annotations
 
@@ -42,10 +44,11 @@ def labelled_sets(data: Path) -> dict[str, list[tuple[Path, Path, str]]]:
     return sets
 
 
-def _target(path: Path, kind: str) -> np.ndarray:
+def _target(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(pet pixels, the trimap's outline band or None for 0/255 masks)."""
     label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     label = label[..., 0] if label.ndim == 3 else label
-    return (label >= 128) if kind == "mask" else (label == 1)
+    return ((label >= 128), None) if kind == "mask" else ((label == 1), (label == 3))
 
 
 SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -53,12 +56,15 @@ SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 def score(segmenter: Segmenter, triples: list[tuple[Path, Path, str]], sweep: dict | None = None) -> dict:
     """Scores at the model's threshold; ``sweep`` (threshold -> [intersection, union]) accumulates other thresholds."""
-    inter = union = correct = total = pred_area = true_area = 0
+    inter = union = correct = total = pred_area = true_area = outer_inter = outer_union = 0
     for start in range(0, len(triples), 8):
         chunk = triples[start:start + 8]
         images = [read_image(image, apply_orientation=False) for image, _, _ in chunk]
         for (image, label, kind), seg in zip(chunk, segmenter.predict(images)):
-            true, pred = _target(label, kind), seg.mask > 0
+            (true, outline), pred = _target(label, kind), seg.mask > 0
+            if outline is not None:
+                outer_inter += int(np.count_nonzero(true & pred & ~outline))
+                outer_union += int(np.count_nonzero((true | pred) & ~outline))
             for threshold, counts in (sweep or {}).items():
                 other = seg.probability >= threshold
                 counts[0] += int(np.count_nonzero(true & other))
@@ -69,8 +75,11 @@ def score(segmenter: Segmenter, triples: list[tuple[Path, Path, str]], sweep: di
             total += true.size
             pred_area += int(pred.sum())
             true_area += int(true.sum())
-    return {"images": len(triples), "iou": round(inter / max(union, 1), 4),
-            "pixel_accuracy": round(correct / max(total, 1), 4), "area_ratio": round(pred_area / max(true_area, 1), 3)}
+    result = {"images": len(triples), "iou": round(inter / max(union, 1), 4),
+              "pixel_accuracy": round(correct / max(total, 1), 4), "area_ratio": round(pred_area / max(true_area, 1), 3)}
+    if outer_union:
+        result["iou_outline_ignored"] = round(outer_inter / outer_union, 4)
+    return result
 
 
 def painted(segmenter: Segmenter, video: Path, frames: slice) -> dict:

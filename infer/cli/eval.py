@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", action="store_true", help="segment at native resolution with overlapping tiles")
     p.add_argument("--clean", action="store_true", help="score masks after clean-up (main regions, holes filled)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image (2x the work)")
+    p.add_argument("--ignore-outline", action="store_true",
+                   help="leave the trimap's border band (class 3, over the pet's outline) out of the score; "
+                        "by default it counts as background, as Oxford-IIIT Pet scores it")
     p.add_argument("--by-breed", action="store_true",
                    help="also score each breed (name before the last '_') and cats vs dogs; with --json under "
                         "'by_breed' and 'by_species'")
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = open_segmenter(engine_options(args))
     result = evaluate(segmenter, pairs, batch_size=args.batch_size, tile=args.tile, threshold=args.threshold,
                       progress=not (args.no_progress or args.json), clean=args.clean, tta=args.tta,
-                      max_pixels=args.max_pixels)
+                      max_pixels=args.max_pixels, ignore_outline=args.ignore_outline)
     result.failed[:0] = missing
     if args.per_image is not None:
         write_per_image_csv(args.per_image, result.per_image)

@@ -57,6 +57,15 @@ def trimap_to_mask(trimap: np.ndarray) -> np.ndarray:
     return (trimap == 1).astype(np.uint8)
 
 
+TRIMAP_BORDER = 3
+
+
+def outline_band(label: np.ndarray, kind: str = "trimap") -> np.ndarray | None:
+    """The trimap's border class (a band over the pet's outline) as a bool mask; None for 0/255 masks,
+    which have no such band. Scoring conventions differ on it: Oxford counts it as background."""
+    return label == TRIMAP_BORDER if kind == "trimap" else None
+
+
 def label_to_mask(label: np.ndarray, kind: str = "trimap") -> np.ndarray:
     """A stored label (Oxford trimap, or a 0/255 binary mask) -> binary uint8 mask (pet = 1)."""
     if kind == "mask":

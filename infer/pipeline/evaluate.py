@@ -2,7 +2,8 @@
 
 The target is the binary pet mask (trimap 1 -> pet; background and border -> 0) and
 masks are compared at the trimap's own resolution, so the numbers do not depend on
-the model's input size.
+the model's input size. ``ignore_outline`` leaves the trimap's border band out of the
+score instead (a mask that covers the whole pet then loses nothing at the outline).
 """
 from __future__ import annotations
 
@@ -79,8 +80,10 @@ class EvalResult:
         return {"iou": self.iou, "mean_image_iou": self.mean_image_iou,
                 "pixel_accuracy": self.pixel_accuracy, "images": self.images}
 
-    def add(self, name: str, truth: np.ndarray, pred: np.ndarray) -> ImageScore:
-        """Score one prediction against its binary target and accumulate it."""
+    def add(self, name: str, truth: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> ImageScore:
+        """Score one prediction against its binary target and accumulate it (``ignore``: pixels left out)."""
+        if ignore is not None:
+            truth, pred = truth[~ignore], pred[~ignore]
         intersection, union, correct, total = confusion(truth, pred)
         score = ImageScore(name, iou_from_counts(intersection, union), correct / total,
                            int(np.count_nonzero(truth)), int(np.count_nonzero(pred)), intersection, union)
@@ -92,9 +95,10 @@ class EvalResult:
         return score
 
 
-def _pair_loader(segmenter, tile: bool, max_pixels: int | None):
-    """load(pair, reserve) -> (Decoded, binary target): segment's image loader plus the trimap."""
-    from ..engine.preprocess import label_to_mask
+def _pair_loader(segmenter, tile: bool, max_pixels: int | None, ignore_outline: bool = False):
+    """load(pair, reserve) -> (Decoded, binary target, ignored pixels or None): segment's image loader
+    plus the trimap."""
+    from ..engine.preprocess import label_to_mask, outline_band
     from ..io.dataset import label_problem
     from ..io.images import ImageReadError, read_label
     from .items import SegmentSettings, image_loader
@@ -109,7 +113,7 @@ def _pair_loader(segmenter, tile: bool, max_pixels: int | None):
         problem = label_problem(trimap, pair.kind)
         if problem:
             raise ImageReadError(pair.trimap, problem)
-        return decoded, label_to_mask(trimap, pair.kind)
+        return decoded, label_to_mask(trimap, pair.kind), outline_band(trimap, pair.kind) if ignore_outline else None
 
     return load
 
@@ -123,7 +127,7 @@ def _message(pair: Pair, exc: BaseException) -> str:
 
 def evaluate(segmenter, pairs: Sequence[Pair], batch_size: int = 8, tile: bool = False,
              threshold: float | None = None, progress: bool = False, clean: bool = False, tta: bool = False,
-             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> EvalResult:
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, ignore_outline: bool = False) -> EvalResult:
     """Predict every pair with ``segmenter`` (a Segmenter) and score it against its trimap.
 
     Decoding runs ahead in segment's pipeline (same loader, same memory budget, same
@@ -137,7 +141,8 @@ def evaluate(segmenter, pairs: Sequence[Pair], batch_size: int = 8, tile: bool =
     thr = segmenter.contract.resolve_threshold(threshold)
     result = EvalResult()
     bar = tqdm(total=len(pairs), unit="img", disable=not progress, file=sys.stderr)
-    for batch in read_ahead(list(pairs), _pair_loader(segmenter, tile, max_pixels), max(1, batch_size)):
+    load = _pair_loader(segmenter, tile, max_pixels, ignore_outline)
+    for batch in read_ahead(list(pairs), load, max(1, batch_size)):
         good = []
         for item in batch:
             if item.error is None:
@@ -154,10 +159,10 @@ def evaluate(segmenter, pairs: Sequence[Pair], batch_size: int = 8, tile: bool =
                 result.failed.append(_message(item.item, exc))
             good = []
         for item, prob in zip(good, probs):
-            truth = item.value[1]
+            _, truth, ignore = item.value
             # compared at the trimap's resolution, whatever size the image was stored at
             seg = post_process(prob, truth.shape, thr, clean)
-            result.add(item.item.name, truth, seg.mask)
+            result.add(item.item.name, truth, seg.mask, ignore)
         for item in batch:
             item.release()
         bar.update(len(batch))

@@ -238,3 +238,37 @@ def test_eval_shares_segments_pipeline_header_bombs_and_several_data_folders(tin
     assert json.loads(out)["images"] == half - 1
     messages = err + caplog.text  # skipped pairs are logged (stderr outside pytest)
     assert f"{victim}: image is 30000x30000" in messages and "Traceback" not in messages
+
+
+def test_ignore_outline_leaves_the_trimap_border_out_of_both_sides(tiny_onnx, names, tmp_path, capsys):
+    """--ignore-outline: the border class (3) is scored by neither side; 0/255 masks have no band."""
+    pairs = discover(PETS, "test")[:len(names)]
+    seg = Segmenter(tiny_onnx, providers="cpu")
+    plain, outline = evaluate(seg, pairs), evaluate(seg, pairs, ignore_outline=True)
+    inter = union = agree = total = 0
+    for n in names:
+        trimap = cv2.imread(str(PETS / "trimaps" / f"{n}.png"), cv2.IMREAD_UNCHANGED)
+        keep = trimap != 3
+        truth = (trimap == 1)[keep]
+        rgb = cv2.cvtColor(cv2.imread(str(PETS / "images" / f"{n}.jpg"),
+                                      cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), cv2.COLOR_BGR2RGB)
+        pred = (seg.predict([rgb])[0].probability >= 0.5)[keep]
+        inter, union = inter + np.sum(truth & pred), union + np.sum(truth | pred)
+        agree, total = agree + np.sum(truth == pred), total + truth.size
+    assert outline.iou == pytest.approx(inter / union)
+    assert outline.pixel_accuracy == pytest.approx(agree / total)
+    assert outline.total < plain.total and outline.iou != plain.iou
+    code, flat = _eval_json(capsys, "--data", PETS, "--limit", len(names), "--model", tiny_onnx, "--ignore-outline")
+    assert code == 0 and flat["iou"] == pytest.approx(outline.iou)
+
+    # A 0/255 mask layout has no outline band: the flag changes nothing there.
+    root = tmp_path / "masks_layout"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for n in names[:4]:
+        shutil.copy(PETS / "images" / f"{n}.jpg", root / "images")
+        trimap = cv2.imread(str(PETS / "trimaps" / f"{n}.png"), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(root / "masks" / f"{n}.png"), (trimap == 1).astype(np.uint8) * 255)
+    code, a = _eval_json(capsys, "--data", root, "--model", tiny_onnx)
+    code2, b = _eval_json(capsys, "--data", root, "--model", tiny_onnx, "--ignore-outline")
+    assert code == code2 == 0 and a == b and a["images"] == 4
