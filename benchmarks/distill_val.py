@@ -10,7 +10,8 @@ Reports per set: dataset IoU (sum of intersections / sum of unions at the label'
 accuracy, and ``area_ratio`` (predicted / true pet pixels: above 1 means masks spread past the pet,
 the risk of ignoring the teacher's unsure band). Oxford trimaps also get ``iou_outline_ignored``: the
 trimap's border class (a band over the pet's outline, which the dataset IoU counts as background, so a
-mask that covers the whole pet loses there) left out of both sides. Pet-free sets report the mean and
+mask that covers the whole pet loses there) left out of both sides, and ``area_ratio_with_outline``
+(predicted / pet + band pixels). Pet-free sets report the mean and
 worst painted fraction. Default inference settings (the model's threshold, no TTA, no clean-up).
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 def score(segmenter: Segmenter, triples: list[tuple[Path, Path, str]], sweep: dict | None = None) -> dict:
     """Scores at the model's threshold; ``sweep`` (threshold -> [intersection, union]) accumulates other thresholds."""
-    inter = union = correct = total = pred_area = true_area = outer_inter = outer_union = 0
+    inter = union = correct = total = pred_area = true_area = outer_inter = outer_union = outline_area = 0
     for start in range(0, len(triples), 8):
         chunk = triples[start:start + 8]
         images = [read_image(image, apply_orientation=False) for image, _, _ in chunk]
@@ -65,6 +66,7 @@ def score(segmenter: Segmenter, triples: list[tuple[Path, Path, str]], sweep: di
             if outline is not None:
                 outer_inter += int(np.count_nonzero(true & pred & ~outline))
                 outer_union += int(np.count_nonzero((true | pred) & ~outline))
+                outline_area += int(np.count_nonzero(outline))
             for threshold, counts in (sweep or {}).items():
                 other = seg.probability >= threshold
                 counts[0] += int(np.count_nonzero(true & other))
@@ -79,6 +81,7 @@ def score(segmenter: Segmenter, triples: list[tuple[Path, Path, str]], sweep: di
               "pixel_accuracy": round(correct / max(total, 1), 4), "area_ratio": round(pred_area / max(true_area, 1), 3)}
     if outer_union:
         result["iou_outline_ignored"] = round(outer_inter / outer_union, 4)
+        result["area_ratio_with_outline"] = round(pred_area / max(true_area + outline_area, 1), 3)
     return result
 
 
