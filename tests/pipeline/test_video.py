@@ -8,7 +8,6 @@ the long H.264 clip need the full shared data and skip without it.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import re
 import resource
@@ -16,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -29,6 +27,8 @@ from unetlite.infer.cli import main
 from unetlite.infer.engine.segmenter import Segmenter
 from unetlite.infer.io.sources import LatestFrameReader, QueuedFrameReader, is_live, open_source, reconnect_delays
 from unetlite.infer.pipeline.frames import FramePipeline, VideoOptions, process_video
+
+from pipeline.mjpeg import MjpegServer, jpeg
 
 SHORT_NAME = "vtest_people_short_384x288.mp4"  # mp4v, 100 frames, 10 fps: always in the fixture set
 LONG_NAME = "vtest_people_768x576.mp4"         # H.264, 795 frames, moov before mdat: full data only
@@ -523,52 +523,10 @@ def test_next_run_removes_the_temp_file_of_a_killed_run(short, tiny_onnx, tmp_pa
 
 # ---------------------------------------------------------------- network stream that drops
 
-class MjpegServer:
-    """A real HTTP server on 127.0.0.1 serving the clip as an MJPEG stream (what IP cameras send).
-    Each of the first ``good`` connections gets the next ``per_connection`` frames at 25 fps and is
-    then dropped; later connections get 503 (the camera is gone)."""
-
-    def __init__(self, frames: list[np.ndarray], per_connection: int = 25, good: int = 2):
-        self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
-        self.per_connection, self.good = per_connection, good
-        self.requests = 0
-        self.sent = 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests += 1
-                if server.requests > server.good:
-                    self.send_error(503)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                try:
-                    for _ in range(server.per_connection):  # bounded: then the connection drops
-                        jpeg = server.jpegs[server.sent % len(server.jpegs)]
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                         % len(jpeg) + jpeg + b"\r\n")
-                        server.sent += 1
-                        time.sleep(0.04)
-                except OSError:
-                    pass
-                self.close_connection = True
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "MjpegServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def next_frames_per_connection(frames: list[np.ndarray], per_connection: int, good: int) -> list[list[bytes]]:
+    """Each of the first ``good`` connections gets the next ``per_connection`` frames of the clip (looping)."""
+    jpegs = [jpeg(f) for f in frames]
+    return [[jpegs[(k * per_connection + i) % len(jpegs)] for i in range(per_connection)] for k in range(good)]
 
 
 def test_reconnect_delays_double_up_to_a_cap():
@@ -578,7 +536,7 @@ def test_reconnect_delays_double_up_to_a_cap():
 
 def test_stream_that_drops_is_reconnected_then_reported_as_ended(short, tiny_onnx, tmp_path):
     out = tmp_path / "stream.mp4"
-    with MjpegServer(decode_all(short), per_connection=25, good=2) as server:
+    with MjpegServer(next_frames_per_connection(decode_all(short), per_connection=25, good=2)) as server:
         proc = subprocess.run(CLI + [server.url, "-o", str(out), "--model", str(tiny_onnx), "--providers", "cpu",
                                      "--reconnect", "2"], capture_output=True, text=True, timeout=120)
         requests = server.requests

@@ -4,12 +4,10 @@ resolution), on real footage with the tiny real model. Each output is decoded ba
 """
 from __future__ import annotations
 
-import http.server
 import resource
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,6 +22,8 @@ from unetlite.infer.engine.segmenter import Segmenter  # noqa: E402
 from unetlite.infer.io import video_av  # noqa: E402
 from unetlite.infer.pipeline.backgrounds import BackgroundSpec, blurred, cover, parse_background  # noqa: E402
 from unetlite.infer.pipeline.frames import VideoOptions, process_video  # noqa: E402
+
+from pipeline.mjpeg import MjpegServer, jpeg  # noqa: E402
 
 SHORT_NAME = "vtest_people_short_384x288.mp4"
 CLI = [sys.executable, "-m", "unetlite.infer.cli", "video"]
@@ -320,50 +320,13 @@ def test_huge_mjpeg_frames_are_refused_in_one_line_before_decoding(tiny_onnx, tm
     assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".*"))
 
 
-class ResizingMjpegServer:
-    """A real MJPEG stream on 127.0.0.1 (what IP cameras send). Connection k sends ``per_connection``
-    frames scaled by ``scales[k]`` and drops; later connections get 503. A camera that comes back at
-    another resolution after a drop is what lost whole recordings: the reopened stream's frames
-    had another size than the file being written."""
-
-    def __init__(self, frames: list[np.ndarray], scales: tuple[float, ...] = (1.0, 0.5), per_connection: int = 20):
-        self.connections = [[cv2.imencode(".jpg", cv2.resize(f, (round(f.shape[1] * s), round(f.shape[0] * s))))[1]
-                             .tobytes() for f in frames[:per_connection]] for s in scales]
-        self.requests = 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.requests += 1
-                if server.requests > len(server.connections):
-                    self.send_error(503)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                try:
-                    for jpeg in server.connections[server.requests - 1]:
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                         % len(jpeg) + jpeg + b"\r\n")
-                        time.sleep(0.04)
-                except OSError:
-                    pass
-                self.close_connection = True
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def rescaled_per_connection(frames: list[np.ndarray], scales: tuple[float, ...],
+                            per_connection: int = 20) -> list[list[bytes]]:
+    """Connection k sends the first ``per_connection`` frames scaled by ``scales[k]``, then drops. A camera that
+    comes back at another resolution after a drop is what lost whole recordings: the reopened stream's
+    frames had another size than the file being written."""
+    return [[jpeg(cv2.resize(f, (round(f.shape[1] * s), round(f.shape[0] * s)))) for f in frames[:per_connection]]
+            for s in scales]
 
 
 def clip_frames(short: Path, count: int = 20) -> list[np.ndarray]:
@@ -395,7 +358,7 @@ def decoded_sizes(path: Path) -> list[tuple[int, int]]:
 @pytest.mark.parametrize("name", ["stream.mp4", "stream.avi"])
 def test_stream_that_comes_back_at_another_resolution_keeps_the_whole_recording(short, tiny_onnx, tmp_path, name):
     out = tmp_path / name
-    with ResizingMjpegServer(clip_frames(short), scales=(1.0, 0.5)) as server:
+    with MjpegServer(rescaled_per_connection(clip_frames(short), (1.0, 0.5))) as server:
         proc = subprocess.run(CLI + [server.url, "-o", str(out), "--reconnect", "2", "--model", str(tiny_onnx),
                                      "--providers", "cpu"], capture_output=True, text=True, timeout=120)
     line = proc.stdout.strip()
@@ -410,7 +373,7 @@ def test_stream_that_comes_back_at_another_resolution_keeps_the_whole_recording(
 
 def test_frames_that_grow_past_max_pixels_mid_stream_are_skipped_and_the_recording_kept(short, tiny_onnx, tmp_path):
     out = tmp_path / "grown.mp4"
-    with ResizingMjpegServer(clip_frames(short), scales=(1.0, 2.0)) as server:
+    with MjpegServer(rescaled_per_connection(clip_frames(short), (1.0, 2.0))) as server:
         proc = subprocess.run(CLI + [server.url, "-o", str(out), "--reconnect", "2", "--max-pixels", "200000",
                                      "--model", str(tiny_onnx), "--providers", "cpu"],
                               capture_output=True, text=True, timeout=120)
