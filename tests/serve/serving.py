@@ -57,3 +57,18 @@ def start_server(*args: str, env: dict[str, str] | None = None, prelude: str | N
         proc.kill()
         raise AssertionError("server did not start:\n" + "".join(log))
     return Server(proc, found["url"], log)
+
+
+def released_together(call, count: int) -> list:
+    """``call(i)`` for i in range(count), from as many threads released at once by a barrier: their results."""
+    barrier, results = threading.Barrier(count), [None] * count
+
+    def one(i: int) -> None:
+        barrier.wait()
+        results[i] = call(i)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

@@ -23,7 +23,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
-from serve.serving import STARTUP_S, Server, start_server  # noqa: E402
+from serve.serving import STARTUP_S, Server, released_together, start_server  # noqa: E402
 
 from unetlite.infer.cli import main as cli_main  # noqa: E402
 from unetlite.infer.io.images import decode_image, encode_image  # noqa: E402
@@ -245,17 +245,8 @@ def test_token(guarded, pet_files):
 
 def burst(srv: Server, data: bytes, count: int, params=None) -> list:
     """``count`` requests released together from as many threads."""
-    barrier, results = threading.Barrier(count), [None] * count
-
-    def one(i: int) -> None:
-        barrier.wait()
-        results[i] = post(srv, data, params=params, headers={"Authorization": f"Bearer {TOKEN}"})
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return released_together(lambda i: post(srv, data, params=params, headers={"Authorization": f"Bearer {TOKEN}"}),
+                             count)
 
 
 def test_busy_server_answers_503_then_recovers(guarded, big_jpeg):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from pathlib import Path
 
 import cv2
@@ -17,7 +16,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
-from serve.serving import start_server  # noqa: E402
+from serve.serving import released_together, start_server  # noqa: E402
 
 PEAK_LIMIT_KB = 1_500_000  # the bound issue 16 asks for (1.5 GB)
 
@@ -41,17 +40,7 @@ def sparse_png(side: int) -> bytes:
 
 
 def concurrently(url: str, data: bytes, count: int, params: dict) -> list:
-    barrier, results = threading.Barrier(count), [None] * count
-
-    def one(i: int) -> None:
-        barrier.wait()
-        results[i] = httpx.post(f"{url}/v1/segment", content=data, params=params, timeout=600)
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return released_together(lambda i: httpx.post(f"{url}/v1/segment", content=data, params=params, timeout=600), count)
 
 
 @pytest.fixture(scope="module")
