@@ -78,6 +78,17 @@ def start_server(args: list[str]) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"server did not start (exit {proc.wait()})")
 
 
+def run_clients(client, concurrency: int) -> float:
+    """Run ``client`` in ``concurrency`` threads at once; the wall-clock seconds until all are done."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
+
+
 def load(url: str, images: list[bytes], concurrency: int, seconds: float | None = None,
          requests: int | None = None) -> dict:
     """``concurrency`` client threads until ``seconds`` pass or ``requests`` are sent in all."""
@@ -111,13 +122,7 @@ def load(url: str, images: list[bytes], concurrency: int, seconds: float | None 
                     else:
                         errors[key] = errors.get(key, 0) + 1
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = run_clients(client, concurrency)
     result = {"concurrency": concurrency, "seconds": round(wall, 2), "ok": len(latencies), "errors": errors,
               "requests_per_s": len(latencies) / wall if wall > 0 else 0.0}
     if latencies:
@@ -164,13 +169,7 @@ def load_v2(url: str, images: list[bytes], concurrency: int, seconds: float | No
         finally:
             session.close()
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = run_clients(client, concurrency)
     result = {"protocol": "v2", "concurrency": concurrency, "seconds": round(wall, 2), "ok": len(latencies),
               "errors": errors, "requests_per_s": len(latencies) / wall if wall > 0 else 0.0}
     if latencies:

@@ -63,27 +63,27 @@ def test_a_manifest_symlinked_to_an_input_is_refused_and_the_input_is_unchanged(
     assert "it is an input file" in err or "symbolic link" in err
 
 
-def test_a_manifest_symlinked_to_another_users_file_is_not_followed(tiny_onnx, tmp_path, pets_dir, capsys):
+def _manifest_linked_to_another_file(tmp_path: Path, link) -> tuple[Path, Path, Path]:
+    """(input folder of 2 photos, output folder, someone's notes.txt) with ``link(notes, manifest)`` done."""
     src = tmp_path / "in"
     _photos(src, 2)
     notes = tmp_path / "notes.txt"
     notes.write_text("mine\n")
     out = tmp_path / "out"
     out.mkdir()
-    (out / MANIFEST_NAME).symlink_to(notes)
+    link(notes, out / MANIFEST_NAME)
+    return src, out, notes
+
+
+def test_a_manifest_symlinked_to_another_users_file_is_not_followed(tiny_onnx, tmp_path, pets_dir, capsys):
+    src, out, notes = _manifest_linked_to_another_file(tmp_path, lambda target, path: path.symlink_to(target))
     assert _segment(src, "-o", out, model=tiny_onnx) == 2
     assert "the manifest is a symbolic link; refusing to follow it" in capsys.readouterr().err
     assert notes.read_text() == "mine\n" and not _outputs(out)
 
 
 def test_a_hard_linked_manifest_is_refused_and_the_other_file_unchanged(tiny_onnx, tmp_path, pets_dir, capsys):
-    src = tmp_path / "in"
-    _photos(src, 2)
-    notes = tmp_path / "notes.txt"
-    notes.write_text("mine\n")
-    out = tmp_path / "out"
-    out.mkdir()
-    os.link(notes, out / MANIFEST_NAME)
+    src, out, notes = _manifest_linked_to_another_file(tmp_path, os.link)
     assert _segment(src, "-o", out, model=tiny_onnx) == 2
     assert "the manifest has 2 hard links" in capsys.readouterr().err
     assert notes.read_text() == "mine\n"
