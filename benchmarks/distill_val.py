@@ -23,6 +23,9 @@ import cv2
 import numpy as np
 
 from unetlite.infer import Segmenter, read_image
+from unetlite.infer.engine.preprocess import label_to_mask, outline_band
+from unetlite.infer.io.images import read_label
+from unetlite.infer.pipeline.evaluate import EvalResult
 
 from _report import REPO, SHARED_DATA, emit  # benchmarks/ is on sys.path when run as a script
 
@@ -45,42 +48,34 @@ def labelled_sets(data: Path) -> dict[str, list[tuple[Path, Path, str]]]:
     return sets
 
 
-def _target(path: Path, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(pet pixels, the trimap's outline band or None for 0/255 masks)."""
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    label = label[..., 0] if label.ndim == 3 else label
-    return ((label >= 128), None) if kind == "mask" else ((label == 1), (label == 3))
-
-
 SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def score(segmenter: Segmenter, triples: list[tuple[Path, Path, str]], sweep: dict | None = None) -> dict:
-    """Scores at the model's threshold; ``sweep`` (threshold -> [intersection, union]) accumulates other thresholds."""
-    inter = union = correct = total = pred_area = true_area = outer_inter = outer_union = outline_area = 0
+    """Scores at the model's threshold, counted by `unetlite eval`'s EvalResult (once as eval scores, once with
+    the trimap's outline band left out); ``sweep`` (threshold -> [intersection, union]) accumulates other
+    thresholds."""
+    plain, outline_ignored, outline_area = EvalResult(), EvalResult(), 0
     for start in range(0, len(triples), 8):
         chunk = triples[start:start + 8]
         images = [read_image(image, apply_orientation=False) for image, _, _ in chunk]
-        for (image, label, kind), seg in zip(chunk, segmenter.predict(images)):
-            (true, outline), pred = _target(label, kind), seg.mask > 0
+        for (image, label_path, kind), seg in zip(chunk, segmenter.predict(images)):
+            label = read_label(label_path)
+            true, outline, pred = label_to_mask(label, kind) > 0, outline_band(label, kind), seg.mask > 0
+            plain.add(image.stem, true, pred)
             if outline is not None:
-                outer_inter += int(np.count_nonzero(true & pred & ~outline))
-                outer_union += int(np.count_nonzero((true | pred) & ~outline))
+                outline_ignored.add(image.stem, true, pred, outline)
                 outline_area += int(np.count_nonzero(outline))
             for threshold, counts in (sweep or {}).items():
                 other = seg.probability >= threshold
                 counts[0] += int(np.count_nonzero(true & other))
                 counts[1] += int(np.count_nonzero(true | other))
-            inter += int(np.count_nonzero(true & pred))
-            union += int(np.count_nonzero(true | pred))
-            correct += int(np.count_nonzero(true == pred))
-            total += true.size
-            pred_area += int(pred.sum())
-            true_area += int(true.sum())
-    result = {"images": len(triples), "iou": round(inter / max(union, 1), 4),
-              "pixel_accuracy": round(correct / max(total, 1), 4), "area_ratio": round(pred_area / max(true_area, 1), 3)}
-    if outer_union:
-        result["iou_outline_ignored"] = round(outer_inter / outer_union, 4)
+    pred_area = sum(s.foreground_pred for s in plain.per_image)
+    true_area = sum(s.foreground_true for s in plain.per_image)
+    result = {"images": len(triples), "iou": round(plain.iou, 4), "pixel_accuracy": round(plain.pixel_accuracy, 4),
+              "area_ratio": round(pred_area / max(true_area, 1), 3)}
+    if outline_ignored.images:
+        result["iou_outline_ignored"] = round(outline_ignored.iou, 4)
         result["area_ratio_with_outline"] = round(pred_area / max(true_area + outline_area, 1), 3)
     return result
 
