@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -25,7 +24,7 @@ from _report import SHARED_DATA  # noqa: E402
 
 
 def stretch(seg, rgb: np.ndarray) -> np.ndarray:
-    return cv2.resize(seg.run(seg.prepare(rgb)[None])[0], (rgb.shape[1], rgb.shape[0]))
+    return seg(rgb).probability
 
 
 def squares(seg, rgb: np.ndarray, windows: int = 3) -> np.ndarray:
@@ -34,7 +33,7 @@ def squares(seg, rgb: np.ndarray, windows: int = 3) -> np.ndarray:
     total, count = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
     for x0 in np.linspace(0, w - side, windows).astype(int):
         window = rgb[:, x0:x0 + side] if w >= h else rgb[x0:x0 + side]
-        prob = cv2.resize(seg.run(seg.prepare(window)[None])[0], (side, side))
+        prob = seg(window).probability
         target = (slice(None), slice(x0, x0 + side)) if w >= h else (slice(x0, x0 + side), slice(None))
         total[target] += prob
         count[target] += 1
@@ -47,7 +46,7 @@ def letterbox(seg, rgb: np.ndarray) -> np.ndarray:
     y0, x0 = (side - h) // 2, (side - w) // 2
     padded = np.zeros((side, side, 3), np.uint8)
     padded[y0:y0 + h, x0:x0 + w] = rgb
-    return cv2.resize(seg.run(seg.prepare(padded)[None])[0], (side, side))[y0:y0 + h, x0:x0 + w]
+    return seg(padded).probability[y0:y0 + h, x0:x0 + w]
 
 
 WAYS = {"stretch": stretch, "squares": squares, "letterbox": letterbox}
@@ -64,11 +63,12 @@ def main(models: list[str]) -> dict:
     report = {}
     for model in models:
         seg = Segmenter(model)
+        threshold = seg.contract.resolve_threshold(None)
         report[Path(model).name] = {}
         for name, way in WAYS.items():
             painted, ious = [], []
             for pet, person, rgb in judged:
-                mask = way(seg, rgb) >= seg.contract.resolve_threshold(None)
+                mask = way(seg, rgb) >= threshold
                 if person.any():
                     painted.append(float(mask[person].mean()))
                 union = np.logical_or(mask, pet).sum()
