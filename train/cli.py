@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         model = UNetConfig(args.base_filters, args.depth, args.input_size)
         cfg = TrainConfig(data=data, run_dir=args.run_dir, model=model, epochs=args.epochs,
                           batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-                          augment=args.augment, init_from=args.init_from, resume=args.resume, stop_after=args.stop_after,
-                          max_train=args.max_train,
+                          augment=args.augment, init_from=args.init_from, resume=args.resume,
+                          stop_after=args.stop_after, max_train=args.max_train,
                           max_val=args.max_val, steps_per_epoch=args.steps_per_epoch,
                           reduce_lr_patience=args.reduce_lr_patience, val_fraction=args.val_fraction,
                           val_data=args.val_data, val_names=args.val_names, soft=args.soft,

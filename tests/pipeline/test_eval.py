@@ -53,6 +53,12 @@ def _flat_copy(root: Path, names: list[str]) -> Path:
     return root
 
 
+def _stored_rgb(name: str) -> np.ndarray:
+    """A fixture photo as stored (no EXIF rotation: trimaps are aligned with the stored pixels), RGB."""
+    bgr = cv2.imread(str(PETS / "images" / f"{name}.jpg"), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def test_metrics_on_hand_made_masks():
     a = np.array([[1, 1, 0, 0], [1, 0, 0, 0]], np.uint8)
     b = np.array([[1, 0, 1, 0], [1, 0, 0, 1]], np.uint8)
@@ -84,8 +90,7 @@ def test_eval_matches_independent_recomputation(tiny_onnx, names):
     inter = union = agree = total = 0
     ious = []
     for n in names:
-        rgb = cv2.cvtColor(cv2.imread(str(PETS / "images" / f"{n}.jpg"),
-                                      cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), cv2.COLOR_BGR2RGB)
+        rgb = _stored_rgb(n)
         truth = cv2.imread(str(PETS / "trimaps" / f"{n}.png"), cv2.IMREAD_UNCHANGED) == 1
         pred = seg.predict([rgb])[0].probability >= 0.5
         i, u = np.sum(truth & pred), np.sum(truth | pred)
@@ -191,8 +196,7 @@ def test_by_breed_table_and_json(tiny_onnx, names, tmp_path, capsys):
     seg = Segmenter(tiny_onnx, providers="cpu")
     counts: dict[str, list] = {}
     for n in mixed:
-        rgb = cv2.cvtColor(cv2.imread(str(PETS / "images" / f"{n}.jpg"),
-                                      cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), cv2.COLOR_BGR2RGB)
+        rgb = _stored_rgb(n)
         truth = cv2.imread(str(PETS / "trimaps" / f"{n}.png"), cv2.IMREAD_UNCHANGED) == 1
         pred = seg.predict([rgb])[0].mask > 0
         breed = n.rsplit("_", 1)[0]
@@ -250,8 +254,7 @@ def test_ignore_outline_leaves_the_trimap_border_out_of_both_sides(tiny_onnx, na
         trimap = cv2.imread(str(PETS / "trimaps" / f"{n}.png"), cv2.IMREAD_UNCHANGED)
         keep = trimap != 3
         truth = (trimap == 1)[keep]
-        rgb = cv2.cvtColor(cv2.imread(str(PETS / "images" / f"{n}.jpg"),
-                                      cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION), cv2.COLOR_BGR2RGB)
+        rgb = _stored_rgb(n)
         pred = (seg.predict([rgb])[0].probability >= 0.5)[keep]
         inter, union = inter + np.sum(truth & pred), union + np.sum(truth | pred)
         agree, total = agree + np.sum(truth == pred), total + truth.size
